@@ -1,0 +1,185 @@
+//! The services the host lends to a plugin.
+
+// `#[sabi_trait]` expands to unsafe vtable code; none is written by hand here.
+#![allow(unsafe_code)]
+
+use abi_stable::{
+    StableAbi, sabi_trait,
+    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec},
+};
+use async_ffi::FfiFuture;
+
+use crate::{HostError, ParamSpec};
+
+/// One plugin known to the host's registry: a catalog entry or a loaded library.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct PluginEntry {
+    /// Plugin id (a catalog plugin's npm package name, e.g. `@elizaos/plugin-openai`).
+    pub id: RString,
+    /// Display name.
+    pub name: RString,
+    /// Whether the plugin is enabled right now.
+    pub enabled: bool,
+    /// `true` for a dynamically loaded library, `false` for a catalog entry.
+    pub loaded: bool,
+    /// Parameters the plugin declares.
+    pub parameters: RVec<ParamSpec>,
+}
+
+/// An immutable view of the registry. The host builds a new one on every
+/// change and bumps `version`, so a plugin may cache whatever it derives from
+/// a snapshot until the version moves.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    /// Bumped on every change (a toggle, a plugin loaded).
+    pub version: u64,
+    /// Every plugin, in a stable order (catalog order, then loaded plugins).
+    pub plugins: RVec<PluginEntry>,
+}
+
+/// Where the current value of a runtime variable came from.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvSource {
+    /// The process environment when the host started.
+    Process,
+    /// The `[env]` table of the config file.
+    ConfigFile,
+    /// Written through a host service (e.g. `PUT /api/secrets`) since start-up.
+    Api,
+}
+
+/// One variable of the runtime environment.
+#[repr(C)]
+#[derive(StableAbi, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    /// Variable name.
+    pub key: RString,
+    /// Current value (never empty: a cleared variable is absent).
+    pub value: RString,
+    /// Where the value came from.
+    pub source: EnvSource,
+}
+
+// Values are secrets: Debug shows the key and source only.
+impl std::fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvVar")
+            .field("key", &self.key)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An immutable view of the runtime environment, sorted by key.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct EnvSnapshot {
+    /// Bumped on every applied update; the host's compare-and-set token.
+    pub version: u64,
+    /// Variables sorted by key, no duplicates.
+    pub vars: RVec<EnvVar>,
+}
+
+impl EnvSnapshot {
+    /// Looks a variable up by name.
+    ///
+    /// ```
+    /// use host_api::{EnvSnapshot, EnvSource, EnvVar};
+    /// let snap = EnvSnapshot {
+    ///     version: 1,
+    ///     vars: vec![EnvVar { key: "A".into(), value: "1".into(), source: EnvSource::Api }].into(),
+    /// };
+    /// assert_eq!(snap.get("A").map(|v| v.value.as_str()), Some("1"));
+    /// assert!(snap.get("B").is_none());
+    /// ```
+    pub fn get(&self, key: &str) -> Option<&EnvVar> {
+        self.vars
+            .binary_search_by(|v| v.key.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.vars[i])
+    }
+}
+
+/// One change of an environment update: `Some(value)` sets, `None` clears.
+#[repr(C)]
+#[derive(StableAbi, Clone, PartialEq, Eq)]
+pub struct EnvChange {
+    /// Variable name.
+    pub key: RString,
+    /// New value, or `None` to remove the variable.
+    pub value: ROption<RString>,
+}
+
+impl std::fmt::Debug for EnvChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvChange")
+            .field("key", &self.key)
+            .field("clears", &self.value.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of a successful environment update.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvUpdate {
+    /// The environment version after the update.
+    pub version: u64,
+}
+
+/// Severity of a log line sent through [`HostContext::log`].
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something looks wrong.
+    Warn,
+    /// Normal operation.
+    Info,
+    /// Detail for developers.
+    Debug,
+    /// Very verbose detail.
+    Trace,
+}
+
+/// The services the host lends to a plugin.
+///
+/// A plugin must not keep its own copy of configuration or environment: the
+/// host owns both, and this trait is the only way to read or change them
+/// (each library links its own `std`, so `std::env` in a plugin would be a
+/// different, unsynchronised copy).
+#[sabi_trait]
+pub trait HostContext: Clone + Send + Sync + 'static {
+    /// The current registry snapshot (cheap: a reference-counted pointer).
+    fn registry(&self) -> RArc<RegistrySnapshot>;
+
+    /// The current runtime environment (cheap: a reference-counted pointer).
+    fn env(&self) -> RArc<EnvSnapshot>;
+
+    /// `Some(reason)` when the host refuses to let the API write `key`
+    /// (not a valid variable name, or on the host's block list).
+    fn check_env_key(&self, key: RStr<'_>) -> ROption<RString>;
+
+    /// Applies all `changes` or none of them: persists them to the config
+    /// file (durably) and then to the runtime environment, before the future
+    /// resolves. With `expected_version`, fails with [`HostError::CONFLICT`]
+    /// unless the environment is still at that version (checked under the
+    /// host's write lock). Keys refused by [`HostContext::check_env_key`]
+    /// fail the whole update with [`HostError::REJECTED`].
+    fn update_env(
+        &self,
+        changes: RVec<EnvChange>,
+        expected_version: ROption<u64>,
+    ) -> FfiFuture<RResult<EnvUpdate, HostError>>;
+
+    /// Writes one line to the host's log. Never pass a secret value.
+    #[sabi(last_prefix_field)]
+    fn log(&self, level: LogLevel, message: RStr<'_>);
+}
+
+/// The owned, type-erased host context a plugin receives in `init`.
+pub type HostContextBox = HostContext_TO<RBox<()>>;

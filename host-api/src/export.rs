@@ -1,0 +1,102 @@
+//! The safe way for a plugin to export its root module.
+
+use std::{future::Future, panic::AssertUnwindSafe};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    std_types::{RResult, RString},
+};
+use async_ffi::{FfiFuture, FutureExt as _};
+use futures_util::FutureExt as _;
+
+use crate::{FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginMod, PluginModRef};
+
+/// What a plugin implements; [`crate::export_plugin!`] turns it into the
+/// exported root module.
+///
+/// Implementations run inside the plugin's library, which cannot see the
+/// host's async runtime: `handle` may await host services and do pure
+/// computation, but must not use `tokio::fs`, `tokio::time` or
+/// `spawn_blocking` (they would panic with "no reactor running").
+pub trait Plugin: 'static {
+    /// The plugin's manifest.
+    fn manifest() -> PluginManifest;
+    /// The OpenAPI 3 document of the plugin's routes, as JSON text.
+    fn openapi_json() -> String;
+    /// Keeps the host context for later requests; called once.
+    fn init(host: HostContextBox) -> Result<(), HostError>;
+    /// Handles one request.
+    fn handle(request: FfiRequest) -> impl Future<Output = FfiResponse> + Send + 'static;
+}
+
+/// Exports `$plugin` (a type implementing [`Plugin`]) as the library's root
+/// module. Use it once, in the `cdylib` crate root.
+///
+/// ```ignore
+/// struct Hello;
+/// impl host_api::Plugin for Hello { /* ... */ }
+/// host_api::export_plugin!(Hello);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        /// The root module the host loads.
+        #[$crate::abi_stable::export_root_module]
+        pub fn host_api_root_module() -> $crate::PluginModRef {
+            $crate::export::root_module::<$plugin>()
+        }
+    };
+}
+
+/// Builds the root module for `P` with panic-catching shims. Called by
+/// [`crate::export_plugin!`].
+pub fn root_module<P: Plugin>() -> PluginModRef {
+    PluginMod {
+        manifest: manifest_shim::<P>,
+        openapi_json: openapi_shim::<P>,
+        init: init_shim::<P>,
+        handle: handle_shim::<P>,
+    }
+    .leak_into_prefix()
+}
+
+/// The response a caught panic becomes.
+pub fn panic_response() -> FfiResponse {
+    FfiResponse::error(500, "plugin_panicked", "the plugin failed while handling the request")
+}
+
+fn panicked(entry: &str) -> HostError {
+    HostError::new(HostError::INTERNAL, format!("the plugin panicked in `{entry}`"))
+}
+
+extern "C" fn manifest_shim<P: Plugin>() -> RResult<PluginManifest, HostError> {
+    std::panic::catch_unwind(P::manifest)
+        .map_err(|_| panicked("manifest"))
+        .into()
+}
+
+extern "C" fn openapi_shim<P: Plugin>() -> RResult<RString, HostError> {
+    std::panic::catch_unwind(P::openapi_json)
+        .map(RString::from)
+        .map_err(|_| panicked("openapi_json"))
+        .into()
+}
+
+extern "C" fn init_shim<P: Plugin>(host: HostContextBox) -> RResult<(), HostError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| P::init(host)))
+        .unwrap_or_else(|_| Err(panicked("init")))
+        .into()
+}
+
+extern "C" fn handle_shim<P: Plugin>(request: FfiRequest) -> FfiFuture<FfiResponse> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| P::handle(request))) {
+        Ok(fut) => async move {
+            AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| panic_response())
+        }
+        .into_ffi(),
+        Err(_) => async { panic_response() }.into_ffi(),
+    }
+}

@@ -1,0 +1,130 @@
+//! ABI-stable HTTP request and response types carried across the boundary.
+
+use abi_stable::{
+    StableAbi,
+    std_types::{RString, RVec, Tuple2},
+};
+
+/// One HTTP header: name (lowercase) and value.
+///
+/// Header values that are not valid UTF-8 never reach a plugin: the host
+/// rejects such requests before forwarding them.
+pub type Header = Tuple2<RString, RString>;
+
+/// An HTTP request as the host forwards it to a plugin.
+///
+/// The body has already been read in full, within the host's size limit.
+#[repr(C)]
+#[derive(StableAbi, Clone, Default)]
+pub struct FfiRequest {
+    /// Method in upper case, e.g. `GET`.
+    pub method: RString,
+    /// Path and query as the client sent them, e.g. `/api/secrets?x=1`.
+    pub uri: RString,
+    /// Request headers, names in lower case, in arrival order.
+    pub headers: RVec<Header>,
+    /// The complete request body.
+    pub body: RVec<u8>,
+}
+
+/// An HTTP response produced by a plugin.
+#[repr(C)]
+#[derive(StableAbi, Clone, Default)]
+pub struct FfiResponse {
+    /// Status code, e.g. `200`.
+    pub status: u16,
+    /// Response headers.
+    pub headers: RVec<Header>,
+    /// The complete response body.
+    pub body: RVec<u8>,
+}
+
+impl FfiRequest {
+    /// The first header with this name (case-insensitive), if any.
+    ///
+    /// ```
+    /// # use host_api::FfiRequest;
+    /// # use abi_stable::std_types::{RString, Tuple2};
+    /// let mut req = FfiRequest::default();
+    /// req.headers.push(Tuple2(RString::from("if-match"), RString::from("\"v1\"")));
+    /// assert_eq!(req.header("If-Match"), Some("\"v1\""));
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.0.as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.1.as_str())
+    }
+}
+
+// Request bodies may carry secrets: never print them.
+impl std::fmt::Debug for FfiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FfiRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("headers", &self.headers.len())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for FfiResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FfiResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers.len())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl FfiResponse {
+    /// A JSON response with the given status and already-serialised body.
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            status,
+            headers: RVec::from(vec![Tuple2(
+                RString::from("content-type"),
+                RString::from("application/json; charset=utf-8"),
+            )]),
+            body: RVec::from(body.into()),
+        }
+    }
+
+    /// The JSON error shape every host and plugin error uses:
+    /// `{"error": message, "code": code}`.
+    ///
+    /// `message` and `code` are escaped as JSON strings.
+    ///
+    /// ```
+    /// let r = host_api::FfiResponse::error(404, "not_found", "no such route");
+    /// assert_eq!(r.status, 404);
+    /// assert_eq!(r.body.as_slice(), br#"{"error":"no such route","code":"not_found"}"#);
+    /// ```
+    pub fn error(status: u16, code: &str, message: &str) -> Self {
+        let body = serde_json::json!({ "error": message, "code": code });
+        Self::json(status, body.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_escapes_json() {
+        let r = FfiResponse::error(500, "x", "a\"b\\c\n\u{1}");
+        let text = String::from_utf8(r.body.to_vec()).unwrap_or_default();
+        assert_eq!(text, r#"{"error":"a\"b\\c\n\u0001","code":"x"}"#);
+    }
+
+    #[test]
+    fn debug_hides_body() {
+        let req = FfiRequest {
+            body: RVec::from(b"SECRET-CANARY".to_vec()),
+            ..FfiRequest::default()
+        };
+        assert!(!format!("{req:?}").contains("CANARY"));
+    }
+}

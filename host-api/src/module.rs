@@ -1,0 +1,42 @@
+//! The root module every plugin library exports.
+
+use abi_stable::{
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RString},
+};
+use async_ffi::FfiFuture;
+
+use crate::{FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest};
+
+/// The plugin's entry points, exported as its root module.
+///
+/// It is a prefix type: a host built against a newer interface can still load
+/// a plugin built against an older one, as long as fields are only ever
+/// added after the last prefix field. Use [`crate::export_plugin!`] rather
+/// than filling it by hand: its shims catch panics at every entry point.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginMod {
+    /// Who the plugin is, the routes it serves and the parameters it reads.
+    pub manifest: extern "C" fn() -> RResult<PluginManifest, HostError>,
+    /// The plugin's OpenAPI 3 document (JSON text) for the routes it serves.
+    pub openapi_json: extern "C" fn() -> RResult<RString, HostError>,
+    /// Called once, before any request, with the services the host lends.
+    pub init: extern "C" fn(HostContextBox) -> RResult<(), HostError>,
+    /// Handles one request under one of the plugin's route prefixes. The
+    /// host polls the future on its own runtime.
+    #[sabi(last_prefix_field)]
+    pub handle: extern "C" fn(FfiRequest) -> FfiFuture<FfiResponse>,
+}
+
+impl RootModule for PluginModRef {
+    declare_root_module_statics! {PluginModRef}
+    const BASE_NAME: &'static str = "demo_host_plugin";
+    const NAME: &'static str = "demo_host_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
