@@ -9,7 +9,9 @@ use abi_stable::{
 use async_ffi::{FfiFuture, FutureExt as _};
 use futures_util::FutureExt as _;
 
-use crate::{FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginMod, PluginModRef};
+use crate::{
+    FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginMod, PluginModRef,
+};
 
 /// What a plugin implements; [`crate::export_plugin!`] turns it into the
 /// exported root module.
@@ -40,10 +42,17 @@ pub trait Plugin: 'static {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        /// The root module the host loads.
-        #[$crate::abi_stable::export_root_module]
-        pub fn host_api_root_module() -> $crate::PluginModRef {
-            $crate::export::root_module::<$plugin>()
+        #[doc(hidden)]
+        #[allow(missing_docs)]
+        pub mod host_api_export {
+            #[allow(unused_imports)]
+            use super::*;
+
+            /// The root module the host loads.
+            #[$crate::abi_stable::export_root_module]
+            pub fn host_api_root_module() -> $crate::PluginModRef {
+                $crate::export::root_module::<$plugin>()
+            }
         }
     };
 }
@@ -62,11 +71,18 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
 
 /// The response a caught panic becomes.
 pub fn panic_response() -> FfiResponse {
-    FfiResponse::error(500, "plugin_panicked", "the plugin failed while handling the request")
+    FfiResponse::error(
+        500,
+        "plugin_panicked",
+        "the plugin failed while handling the request",
+    )
 }
 
 fn panicked(entry: &str) -> HostError {
-    HostError::new(HostError::INTERNAL, format!("the plugin panicked in `{entry}`"))
+    HostError::new(
+        HostError::INTERNAL,
+        format!("the plugin panicked in `{entry}`"),
+    )
 }
 
 extern "C" fn manifest_shim<P: Plugin>() -> RResult<PluginManifest, HostError> {

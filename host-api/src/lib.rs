@@ -35,8 +35,8 @@ pub use async_ffi;
 pub use async_ffi::FfiFuture;
 
 pub use context::{
-    EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostContext, HostContextBox,
-    HostContext_TO, LogLevel, PluginEntry, RegistrySnapshot,
+    EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostContext, HostContext_TO,
+    HostContextBox, LogLevel, PluginEntry, RegistrySnapshot,
 };
 pub use error::HostError;
 pub use export::Plugin;

@@ -1,1 +1,158 @@
-//! placeholder
+//! The secrets plugin: `GET`/`PUT /api/secrets` for a Milady-style agent
+//! host, built as a `cdylib` the demo host loads at start-up.
+//!
+//! It owns no state of its own: the registry (which plugins declare which
+//! sensitive parameters, and whether they are enabled), the runtime
+//! environment and the durable config file all belong to the host and are
+//! reached through [`host_api::HostContext`]. The same API can be linked
+//! natively through [`endpoint`] (used by tests and benchmarks).
+
+pub mod api;
+pub mod index;
+pub mod redact;
+pub mod validate;
+
+use std::sync::OnceLock;
+
+use host_api::{
+    FfiRequest, FfiResponse, HostContextBox, HostError, LogLevel, ParamSpec, Plugin, PluginManifest,
+};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, endpoint::BoxEndpoint};
+use poem_openapi::OpenApiService;
+
+/// The plugin id.
+pub const PLUGIN_ID: &str = "@milady/plugin-secrets";
+/// The route prefix the plugin serves.
+pub const ROUTE: &str = "/api/secrets";
+
+/// The poem-openapi service of this plugin.
+pub fn service(host: Option<HostContextBox>) -> OpenApiService<api::SecretsApi, ()> {
+    OpenApiService::new(
+        api::SecretsApi::new(host),
+        "Secrets",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// The complete endpoint: the API plus JSON rendering of every error the
+/// framework raises (bad content type, unknown method, ...).
+pub fn endpoint(host: HostContextBox) -> BoxEndpoint<'static, Response> {
+    Route::new()
+        .nest("/", service(Some(host)))
+        .catch_all_error(render_error)
+        .map_to_response()
+        .into_endpoint()
+        .boxed()
+}
+
+async fn render_error(err: poem::Error) -> Response {
+    let status = err.status();
+    let (code, message) = match status.as_u16() {
+        404 => ("not_found", "no such route"),
+        405 => ("method_not_allowed", "method not allowed on this route"),
+        415 => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        400..=499 => ("bad_request", "the request is malformed"),
+        _ => ("internal_error", "internal error"),
+    };
+    let body = serde_json::json!({ "error": message, "code": code });
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .header("cache-control", "no-store")
+        .body(body.to_string())
+}
+
+static ENDPOINT: OnceLock<BoxEndpoint<'static, Response>> = OnceLock::new();
+
+/// The plugin as the host sees it.
+pub struct SecretsPlugin;
+
+impl Plugin for SecretsPlugin {
+    fn manifest() -> PluginManifest {
+        PluginManifest::new(PLUGIN_ID, "Secrets", env!("CARGO_PKG_VERSION"))
+            .with_description(
+                "Lists and updates the API keys and other secrets the host's plugins declare.",
+            )
+            .with_route(ROUTE)
+            .with_param(ParamSpec::setting(
+                "SECRETS_PLUGIN_LOG_LEVEL",
+                "string",
+                "Reserved; the plugin logs through the host.",
+            ))
+    }
+
+    fn openapi_json() -> String {
+        service(None).spec()
+    }
+
+    fn init(host: HostContextBox) -> Result<(), HostError> {
+        host.log(LogLevel::Info, "secrets plugin ready".into());
+        ENDPOINT.set(endpoint(host)).map_err(|_| {
+            HostError::new(HostError::INIT, "the secrets plugin was initialised twice")
+        })
+    }
+
+    async fn handle(request: FfiRequest) -> FfiResponse {
+        let Some(endpoint) = ENDPOINT.get() else {
+            return FfiResponse::error(
+                503,
+                "not_initialised",
+                "the secrets plugin is not initialised",
+            );
+        };
+        let req = match to_poem(request) {
+            Ok(req) => req,
+            Err(message) => return FfiResponse::error(400, "bad_request", message),
+        };
+        let resp = endpoint.get_response(req).await;
+        from_poem(resp).await
+    }
+}
+
+host_api::export_plugin!(SecretsPlugin);
+
+fn to_poem(request: FfiRequest) -> Result<poem::Request, &'static str> {
+    let method =
+        poem::http::Method::from_bytes(request.method.as_bytes()).map_err(|_| "invalid method")?;
+    // `/api/secrets/` is the same resource as `/api/secrets`.
+    let uri = match request.uri.split_once('?') {
+        Some((path, query)) if path.len() > 1 && path.ends_with('/') => {
+            format!("{}?{query}", path.trim_end_matches('/'))
+        }
+        None if request.uri.len() > 1 && request.uri.ends_with('/') => {
+            request.uri.trim_end_matches('/').to_owned()
+        }
+        _ => request.uri.to_string(),
+    };
+    let uri: poem::http::Uri = uri.parse().map_err(|_| "invalid request target")?;
+    let mut builder = poem::Request::builder().method(method).uri(uri);
+    for header in request.headers.iter() {
+        builder = builder.header(header.0.as_str(), header.1.as_str());
+    }
+    Ok(builder.body(request.body.into_vec()))
+}
+
+async fn from_poem(resp: Response) -> FfiResponse {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| {
+            Some(abi_stable::std_types::Tuple2(
+                name.as_str().into(),
+                value.to_str().ok()?.into(),
+            ))
+        })
+        .collect();
+    match resp.into_body().into_vec().await {
+        Ok(body) => FfiResponse {
+            status,
+            headers,
+            body: body.into(),
+        },
+        Err(_) => FfiResponse::error(500, "internal_error", "the response could not be produced"),
+    }
+}

@@ -1,0 +1,229 @@
+//! The host's own API: the plugin registry (`/api/plugins`) and health.
+
+use std::sync::Arc;
+
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+
+use crate::{config_store::ConfigStore, registry::Registry};
+
+/// The host's own routes, documented with poem-openapi.
+pub struct HostApi {
+    /// The registry the routes read and toggle.
+    pub registry: Arc<Registry>,
+    /// Where toggles are persisted.
+    pub config: Arc<ConfigStore>,
+}
+
+/// One parameter a plugin declares.
+#[derive(Object)]
+struct ParameterInfo {
+    /// Environment-variable name.
+    key: String,
+    /// `string`, `boolean` or `number`.
+    #[oai(rename = "type")]
+    kind: String,
+    /// What the parameter is for.
+    description: String,
+    /// Whether the plugin needs it.
+    required: bool,
+    /// Whether it is a secret (listed by `GET /api/secrets`).
+    sensitive: bool,
+}
+
+/// One plugin of the registry.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct PluginInfo {
+    /// Plugin id (npm package name for catalog plugins).
+    id: String,
+    /// Display name.
+    name: String,
+    /// Current runtime state.
+    enabled: bool,
+    /// `true` for a library loaded from the plugin folder, `false` for a catalog entry.
+    loaded: bool,
+    /// Parameters the plugin declares.
+    parameters: Vec<ParameterInfo>,
+}
+
+/// Every plugin the host knows.
+#[derive(Object)]
+struct PluginList {
+    /// Catalog plugins in catalog order, then loaded plugins.
+    plugins: Vec<PluginInfo>,
+}
+
+/// Body of `PUT /api/plugins/{id}`.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+struct TogglePlugin {
+    /// The new state.
+    enabled: bool,
+}
+
+/// Result of a toggle.
+#[derive(Object)]
+struct ToggleResult {
+    /// Always `true`.
+    ok: bool,
+    /// The plugin id.
+    id: String,
+    /// The state now in force (and persisted).
+    enabled: bool,
+}
+
+/// The JSON error shape.
+#[derive(Object)]
+pub struct ErrorBody {
+    /// Human-readable message; never contains a secret value.
+    pub error: String,
+    /// Machine-readable code.
+    pub code: String,
+}
+
+/// Health of the host.
+#[derive(Object)]
+struct Health {
+    /// Always `ok` when the host answers.
+    status: String,
+    /// Ids of the loaded plugins.
+    plugins: Vec<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_toggle")]
+enum ToggleResponse {
+    /// The plugin's state was changed and persisted.
+    #[oai(status = 200)]
+    Ok(Json<ToggleResult>),
+    /// The body is not `{"enabled": bool}`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No plugin has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The config file could not be written; nothing changed.
+    #[oai(status = 500)]
+    Storage(Json<ErrorBody>),
+}
+
+fn bad_toggle(_: poem::Error) -> ToggleResponse {
+    ToggleResponse::BadRequest(error_body(
+        "bad_request",
+        "the body must be a JSON object `{\"enabled\": true|false}`",
+    ))
+}
+
+fn error_body(code: &str, message: &str) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: message.to_owned(),
+        code: code.to_owned(),
+    })
+}
+
+/// Tags of the host's operations.
+#[derive(poem_openapi::Tags)]
+enum HostTags {
+    /// The plugin registry.
+    Plugins,
+    /// The host itself.
+    Host,
+}
+
+#[OpenApi]
+impl HostApi {
+    /// List every plugin
+    ///
+    /// Catalog plugins and loaded plugins, with the parameters they declare
+    /// and their current enabled state.
+    #[oai(path = "/api/plugins", method = "get", tag = "HostTags::Plugins")]
+    async fn list_plugins(&self) -> Json<PluginList> {
+        let snapshot = self.registry.snapshot();
+        Json(PluginList {
+            plugins: snapshot
+                .plugins
+                .iter()
+                .map(|p| PluginInfo {
+                    id: p.id.to_string(),
+                    name: p.name.to_string(),
+                    enabled: p.enabled,
+                    loaded: p.loaded,
+                    parameters: p
+                        .parameters
+                        .iter()
+                        .map(|q| ParameterInfo {
+                            key: q.key.to_string(),
+                            kind: q.kind.to_string(),
+                            description: q.description.to_string(),
+                            required: q.required,
+                            sensitive: q.sensitive,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Enable or disable a plugin
+    ///
+    /// Persists `[plugins.entries."<id>"] enabled` in the config file, then
+    /// applies it at once (a following `GET /api/secrets` shows it). The id
+    /// contains `@` and `/`, so send it percent-encoded:
+    /// `/api/plugins/%40elizaos%2Fplugin-openai`.
+    #[oai(path = "/api/plugins/:id", method = "put", tag = "HostTags::Plugins")]
+    async fn toggle_plugin(
+        &self,
+        /// The plugin id, percent-encoded.
+        id: Path<String>,
+        body: Json<TogglePlugin>,
+    ) -> ToggleResponse {
+        let id = id.0;
+        let enabled = body.0.enabled;
+        let registry = Arc::clone(&self.registry);
+        let config = Arc::clone(&self.config);
+        let task_id = id.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            registry.set_enabled(&task_id, enabled, || {
+                config.set_plugin_enabled(&task_id, enabled).map(|_| ())
+            })
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Some(entry))) => {
+                tracing::info!(plugin = %entry.id, enabled, "plugin toggled");
+                ToggleResponse::Ok(Json(ToggleResult {
+                    ok: true,
+                    id,
+                    enabled: entry.enabled,
+                }))
+            }
+            Ok(Ok(None)) => ToggleResponse::NotFound(error_body(
+                "plugin_not_found",
+                "no plugin with this id is known to the host",
+            )),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not persist a plugin toggle");
+                ToggleResponse::Storage(error_body("storage_error", &e.to_string()))
+            }
+            Err(_) => {
+                ToggleResponse::Storage(error_body("internal_error", "the toggle task failed"))
+            }
+        }
+    }
+
+    /// Health check
+    #[oai(path = "/api/health", method = "get", tag = "HostTags::Host")]
+    async fn health(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+            plugins: self
+                .registry
+                .snapshot()
+                .plugins
+                .iter()
+                .filter(|p| p.loaded)
+                .map(|p| p.id.to_string())
+                .collect(),
+        })
+    }
+}

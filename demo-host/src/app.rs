@@ -1,0 +1,313 @@
+//! Assembling the host: config, registry, runtime environment, plugins, and
+//! the router that serves them.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use poem::{
+    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
+    endpoint::make_sync,
+    http::{StatusCode, header},
+    web::Html,
+};
+use poem_openapi::OpenApiService;
+
+use crate::{
+    api::HostApi,
+    auth,
+    bridge::PluginEndpoint,
+    config_store::ConfigStore,
+    errors::render_error,
+    host_context::HostServices,
+    key_policy::KeyPolicy,
+    loader::{self, LoadedPlugin},
+    openapi_doc,
+    registry::{self, Registry},
+    runtime_env::RuntimeEnv,
+};
+
+/// The environment variable holding the host's API token.
+pub const TOKEN_ENV: &str = "MILADY_API_TOKEN";
+
+/// The default request-body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Routes the host serves itself; no plugin may claim them.
+const HOST_ROUTES: [&str; 3] = ["/api/plugins", "/api/health", "/openapi.json"];
+
+/// Everything needed to assemble a host.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// The TOML config file.
+    pub config_path: PathBuf,
+    /// The folder plugins are loaded from (none: no plugins).
+    pub plugins_dir: Option<PathBuf>,
+    /// Extra catalogs in Milady's `plugins.json` format.
+    pub catalogs: Vec<PathBuf>,
+    /// The API token, if any.
+    pub token: Option<String>,
+    /// Request-body limit in bytes.
+    pub body_limit: usize,
+}
+
+/// A plugin that passed every check and serves routes.
+pub struct MountedPlugin {
+    /// The plugin as loaded.
+    pub plugin: LoadedPlugin,
+}
+
+/// A plugin file that was skipped, and why.
+#[derive(Debug)]
+pub struct SkippedPlugin {
+    /// The file.
+    pub path: PathBuf,
+    /// One line: why it was skipped.
+    pub reason: String,
+}
+
+/// The assembled host state.
+pub struct Host {
+    /// The config file.
+    pub config: Arc<ConfigStore>,
+    /// The plugin registry.
+    pub registry: Arc<Registry>,
+    /// The runtime environment.
+    pub env: Arc<RuntimeEnv>,
+    /// Plugins serving routes.
+    pub plugins: Vec<MountedPlugin>,
+    /// Files that were not loaded.
+    pub skipped: Vec<SkippedPlugin>,
+    /// The merged OpenAPI document.
+    pub openapi: serde_json::Value,
+    options: HostOptions,
+}
+
+/// A start-up failure: the host does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The config file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config_store::ConfigError),
+    /// A catalog is unreadable or invalid.
+    #[error(transparent)]
+    Catalog(#[from] registry::CatalogError),
+    /// The plugin folder cannot be listed.
+    #[error("cannot list the plugin folder {path}: {source}")]
+    PluginsDir {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn host_service(
+    registry: &Arc<Registry>,
+    config: &Arc<ConfigStore>,
+) -> OpenApiService<HostApi, ()> {
+    OpenApiService::new(
+        HostApi {
+            registry: Arc::clone(registry),
+            config: Arc::clone(config),
+        },
+        "Milady demo host",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("An agent-runtime host with dynamically loaded plugins. Routes under `/api` require the API token when one is configured.")
+}
+
+impl Host {
+    /// Loads the config, catalogs and plugins. Bad plugin files are skipped
+    /// (and logged); a bad config or catalog stops start-up.
+    pub fn build(
+        options: HostOptions,
+        process_env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, StartupError> {
+        let config = Arc::new(ConfigStore::new(&options.config_path));
+        let snapshot = config.load()?;
+
+        let mut catalogs = vec![registry::parse_catalog(
+            registry::DEFAULT_CATALOG,
+            "built-in catalog",
+        )?];
+        for path in &options.catalogs {
+            catalogs.push(registry::load_catalog_file(path)?);
+        }
+        let registry = Arc::new(Registry::new(catalogs, &snapshot.plugin_enabled));
+        let env = Arc::new(RuntimeEnv::new(
+            process_env,
+            &snapshot.env,
+            &[TOKEN_ENV],
+            Arc::clone(&config),
+            KeyPolicy::new(&snapshot.blocked_env_keys),
+        ));
+
+        let files = match &options.plugins_dir {
+            Some(dir) => loader::library_files(dir).map_err(|source| StartupError::PluginsDir {
+                path: dir.clone(),
+                source,
+            })?,
+            None => Vec::new(),
+        };
+
+        let host_doc = host_service(&registry, &config).spec();
+        let mut openapi: serde_json::Value =
+            serde_json::from_str(&host_doc).unwrap_or_else(|_| serde_json::json!({}));
+        let mut plugins: Vec<MountedPlugin> = Vec::new();
+        let mut skipped = Vec::new();
+        for path in files {
+            let started = std::time::Instant::now();
+            match mount(
+                &path,
+                &registry,
+                &env,
+                &snapshot.plugin_enabled,
+                &plugins,
+                &mut openapi,
+            ) {
+                Ok(plugin) => {
+                    tracing::info!(
+                        file = %path.display(),
+                        plugin = %plugin.manifest.id,
+                        version = %plugin.manifest.version,
+                        interface = %plugin.interface_version,
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "plugin loaded"
+                    );
+                    plugins.push(MountedPlugin { plugin });
+                }
+                Err(reason) => {
+                    tracing::warn!(file = %path.display(), %reason, "plugin skipped");
+                    skipped.push(SkippedPlugin { path, reason });
+                }
+            }
+        }
+        openapi_doc::add_security(&mut openapi);
+
+        Ok(Self {
+            config,
+            registry,
+            env,
+            plugins,
+            skipped,
+            openapi,
+            options,
+        })
+    }
+
+    /// The router: host routes, plugin routes through the bridge, docs,
+    /// auth on `/api/*`, and JSON errors everywhere.
+    pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
+        let service = host_service(&self.registry, &self.config);
+        let host_spec = service.spec();
+        let page = render_swagger_page(&service);
+        let docs_html =
+            openapi_doc::swagger_html(&page, &host_spec, &self.openapi).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "Swagger UI unavailable");
+                String::from("<!doctype html><title>docs unavailable</title>")
+            });
+        let merged = self.openapi.to_string();
+
+        let mut route = Route::new()
+            .at(
+                "/openapi.json",
+                make_sync(move |_| {
+                    Response::builder()
+                        .content_type("application/json; charset=utf-8")
+                        .body(merged.clone())
+                }),
+            )
+            .at("/docs", make_sync(move |_| Html(docs_html.clone())));
+        for mounted in &self.plugins {
+            let p = &mounted.plugin;
+            let ep = PluginEndpoint::new(p.module, p.manifest.id.as_str(), self.options.body_limit);
+            for prefix in &p.manifest.routes {
+                route = route.nest_no_strip(prefix.as_str(), ep.clone());
+            }
+        }
+        let route = route.nest("/", service);
+        let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
+        route
+            .around(move |next, req: Request| {
+                let token = token.clone();
+                async move { auth::require_token(next, req, token.as_deref()).await }
+            })
+            .catch_all_error(render_error)
+            .map_to_response()
+            .into_endpoint()
+    }
+}
+
+/// Loads, checks, registers and initialises one plugin file.
+fn mount(
+    path: &Path,
+    registry: &Arc<Registry>,
+    env: &Arc<RuntimeEnv>,
+    enabled: &std::collections::BTreeMap<String, bool>,
+    mounted: &[MountedPlugin],
+    openapi: &mut serde_json::Value,
+) -> Result<LoadedPlugin, String> {
+    let plugin = loader::load_plugin(path).map_err(|e| e.to_string())?;
+    let id = plugin.manifest.id.to_string();
+    for prefix in &plugin.manifest.routes {
+        let clash = HOST_ROUTES.iter().any(|h| overlaps(h, prefix))
+            || prefix.as_str() == "/docs"
+            || mounted
+                .iter()
+                .flat_map(|m| m.plugin.manifest.routes.iter())
+                .any(|r| overlaps(r, prefix));
+        if clash {
+            return Err(format!(
+                "plugin `{id}`: route prefix `{prefix}` collides with a route already served"
+            ));
+        }
+    }
+    let mut candidate = openapi.clone();
+    openapi_doc::merge(&mut candidate, &plugin.openapi)
+        .map_err(|e| format!("plugin `{id}`: its OpenAPI document collides: {e}"))?;
+    registry
+        .add_loaded(&plugin.manifest, enabled)
+        .map_err(|e| format!("plugin `{id}`: {e}"))?;
+    let services = HostServices::new(Arc::clone(registry), Arc::clone(env), &id);
+    if let Err(e) = loader::init_plugin(&plugin, services.into_box()) {
+        registry.remove_loaded(&id);
+        return Err(e.to_string());
+    }
+    *openapi = candidate;
+    Ok(plugin)
+}
+
+/// Whether two route prefixes would capture the same requests.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || x.starts_with(&format!("{y}/"));
+    under(a, b) || under(b, a)
+}
+
+fn render_swagger_page(service: &OpenApiService<HostApi, ()>) -> String {
+    let ui = service.swagger_ui();
+    let fut = ui.call(Request::builder().uri_str("/").finish());
+    // The Swagger UI endpoint is synchronous work behind an async signature.
+    let resp = futures_util::FutureExt::now_or_never(fut);
+    match resp {
+        Some(Ok(resp)) => {
+            let resp = resp.into_response();
+            if resp.status() != StatusCode::OK {
+                return String::new();
+            }
+            futures_util::FutureExt::now_or_never(resp.into_body().into_string())
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+/// A convenience for tests: the `Content-Type` of a response.
+pub fn content_type(resp: &Response) -> Option<&str> {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,154 @@
+//! The bridge between poem and a plugin's `handle` entry point: converts a
+//! `poem::Request` into an [`FfiRequest`], awaits the plugin's future on the
+//! host's runtime, and converts the [`FfiResponse`] back.
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use abi_stable::std_types::{RString, RVec, Tuple2};
+use futures_util::FutureExt as _;
+use host_api::{FfiRequest, FfiResponse, PluginModRef};
+use poem::{
+    Endpoint, Request, Response,
+    http::{HeaderName, HeaderValue, StatusCode},
+};
+use tokio::io::AsyncReadExt as _;
+
+use crate::errors::{json_error, json_error_response};
+
+/// A poem endpoint that forwards every request to one plugin.
+#[derive(Clone)]
+pub struct PluginEndpoint {
+    module: PluginModRef,
+    plugin_id: Arc<str>,
+    body_limit: usize,
+}
+
+impl PluginEndpoint {
+    /// Forwards to `module`, refusing bodies over `body_limit` bytes.
+    pub fn new(module: PluginModRef, plugin_id: &str, body_limit: usize) -> Self {
+        Self {
+            module,
+            plugin_id: plugin_id.into(),
+            body_limit,
+        }
+    }
+}
+
+/// Reads a body, refusing with 413 as soon as it exceeds `limit` bytes
+/// (whatever `Content-Length` claims).
+pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<Vec<u8>> {
+    if let Some(len) = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large(limit));
+    }
+    let mut body = Vec::new();
+    let mut reader = req.take_body().into_async_read().take(limit as u64 + 1);
+    reader.read_to_end(&mut body).await.map_err(|_| {
+        json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "the request body could not be read",
+        )
+    })?;
+    if body.len() > limit {
+        return Err(too_large(limit));
+    }
+    Ok(body)
+}
+
+fn too_large(limit: usize) -> poem::Error {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("the request body exceeds the limit of {limit} bytes"),
+    )
+}
+
+fn to_ffi(req: &Request, body: Vec<u8>) -> poem::Result<FfiRequest> {
+    let mut headers = RVec::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        let value = value.to_str().map_err(|_| {
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_header",
+                &format!("header `{name}` is not valid text"),
+            )
+        })?;
+        headers.push(Tuple2(RString::from(name.as_str()), RString::from(value)));
+    }
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    Ok(FfiRequest {
+        method: req.method().as_str().into(),
+        uri: uri.into(),
+        headers,
+        body: body.into(),
+    })
+}
+
+fn from_ffi(resp: FfiResponse, plugin_id: &str) -> Response {
+    let Ok(status) = StatusCode::from_u16(resp.status) else {
+        tracing::error!(
+            plugin = plugin_id,
+            status = resp.status,
+            "plugin returned an invalid status"
+        );
+        return json_error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_plugin_response",
+            "the plugin returned an invalid response",
+        );
+    };
+    let mut out = Response::builder().status(status);
+    for Tuple2(name, value) in &resp.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.as_str()),
+        ) {
+            (Ok(n), Ok(v)) => out = out.header(n, v),
+            _ => tracing::warn!(
+                plugin = plugin_id,
+                "plugin returned an invalid header; dropped"
+            ),
+        }
+    }
+    out.body(resp.body.into_vec())
+}
+
+impl Endpoint for PluginEndpoint {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let body = read_body_limited(&mut req, self.body_limit).await?;
+        let ffi_req = to_ffi(&req, body)?;
+        let handle = self.module.handle();
+        // The plugin's shims catch panics themselves; these guards catch a
+        // plugin that skipped them (async-ffi re-raises a panic from `poll`).
+        let response = match std::panic::catch_unwind(AssertUnwindSafe(|| handle(ffi_req))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
+            Err(_) => None,
+        };
+        match response {
+            Some(resp) => Ok(from_ffi(resp, &self.plugin_id)),
+            None => {
+                tracing::error!(
+                    plugin = &*self.plugin_id,
+                    "plugin panicked while handling a request"
+                );
+                Ok(json_error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "plugin_panicked",
+                    "the plugin failed while handling the request",
+                ))
+            }
+        }
+    }
+}

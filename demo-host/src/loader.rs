@@ -1,0 +1,285 @@
+//! Finding and loading plugin libraries: the only module that touches
+//! dynamic loading.
+//!
+//! Loading goes through `abi_stable`, which checks the root module's full
+//! type layout (and `host-api`'s version) before handing it out. Two traps
+//! shape this module:
+//!
+//! - A truncated shared object can kill the whole process with `SIGBUS`
+//!   inside `dlopen` (the loader maps segments that lie past the end of the
+//!   file). Every file is therefore parsed first, and refused unless every
+//!   loadable segment lies inside it.
+//! - `RootModule::load_from*` caches its first result process-wide, so each
+//!   file is loaded with `lib_header_from_path(..)?.init_root_module()`.
+//!
+//! Libraries are never unloaded (`abi_stable`'s rule): replacing a file
+//! takes effect at the next start.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
+use host_api::{HostContextBox, HostError, PluginManifest, PluginModRef};
+use object::{Object, ObjectKind, ObjectSegment, read::ReadCache};
+
+/// The file-name extension of a shared library on this platform.
+pub const LIBRARY_EXTENSION: &str = std::env::consts::DLL_EXTENSION;
+
+/// Why a file was not loaded as a plugin. Messages name no secret, only
+/// files, plugins and versions.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not a shared library this platform can load.
+    #[error("not a loadable shared library ({0})")]
+    NotALibrary(String),
+    /// A loadable segment lies past the end of the file.
+    #[error("truncated library: a segment needs {needed} bytes but the file has {actual}")]
+    Truncated {
+        /// Bytes the segments need.
+        needed: u64,
+        /// Bytes in the file.
+        actual: u64,
+    },
+    /// The library loaded but exports no plugin root module.
+    #[error("not a demo-host plugin: {0}")]
+    NotAPlugin(String),
+    /// Built against an incompatible `host-api`.
+    #[error(
+        "incompatible plugin interface: the plugin was built against host-api {plugin_version}, this host has host-api {host_version}{detail}"
+    )]
+    Incompatible {
+        /// The `host-api` version the plugin declares.
+        plugin_version: String,
+        /// This host's `host-api` version.
+        host_version: String,
+        /// A one-line hint of what differs.
+        detail: String,
+    },
+    /// The plugin's own entry point failed.
+    #[error("plugin `{plugin}` failed in `{entry}`: {error}")]
+    Entry {
+        /// The plugin id, or the file name before the manifest is known.
+        plugin: String,
+        /// The entry point.
+        entry: &'static str,
+        /// What it returned (the plugin's error message and code).
+        error: String,
+    },
+    /// The manifest or OpenAPI document is unusable.
+    #[error("plugin `{plugin}` is invalid: {reason}")]
+    Invalid {
+        /// The plugin id.
+        plugin: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A plugin library that passed every check, not yet initialised.
+pub struct LoadedPlugin {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its root module.
+    pub module: PluginModRef,
+    /// Its manifest.
+    pub manifest: PluginManifest,
+    /// Its OpenAPI document.
+    pub openapi: serde_json::Value,
+    /// The `host-api` version it was built against.
+    pub interface_version: String,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("id", &self.manifest.id)
+            .field("interface_version", &self.interface_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every file in `dir` with this platform's library extension, sorted by name.
+/// A missing folder holds no plugins.
+pub fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == LIBRARY_EXTENSION) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Checks, without loading it, that `path` is a shared library whose
+/// loadable segments all lie inside the file.
+pub fn inspect_file(path: &Path) -> Result<(), LoadError> {
+    let file = File::open(path)?;
+    let actual = file.metadata()?.len();
+    let cache = ReadCache::new(file);
+    let object = object::File::parse(&cache).map_err(|e| LoadError::NotALibrary(e.to_string()))?;
+    if object.kind() != ObjectKind::Dynamic {
+        return Err(LoadError::NotALibrary(format!(
+            "{:?} object, not a shared library",
+            object.kind()
+        )));
+    }
+    for segment in object.segments() {
+        let (offset, size) = segment.file_range();
+        let needed = offset.saturating_add(size);
+        if needed > actual {
+            return Err(LoadError::Truncated { needed, actual });
+        }
+    }
+    Ok(())
+}
+
+/// Loads and checks one plugin library: file inspection, `abi_stable`'s
+/// layout check, then the manifest and OpenAPI document.
+pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    inspect_file(path)?;
+    let header = lib_header_from_path(path).map_err(|e| classify(e, None))?;
+    let plugin_version = header.version_strings().version.to_string();
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| classify(e, Some(&plugin_version)))?;
+    let file_label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest = module.manifest()()
+        .into_result()
+        .map_err(|error: HostError| LoadError::Entry {
+            plugin: file_label,
+            entry: "manifest",
+            error: error.to_string(),
+        })?;
+    let id = manifest.id.to_string();
+    validate_manifest(&manifest).map_err(|reason| LoadError::Invalid {
+        plugin: id.clone(),
+        reason,
+    })?;
+    let openapi_text = module.openapi_json()()
+        .into_result()
+        .map_err(|error: HostError| LoadError::Entry {
+            plugin: id.clone(),
+            entry: "openapi_json",
+            error: error.to_string(),
+        })?;
+    let openapi: serde_json::Value =
+        serde_json::from_str(&openapi_text).map_err(|e| LoadError::Invalid {
+            plugin: id.clone(),
+            reason: format!("its OpenAPI document is not JSON ({e})"),
+        })?;
+    if !openapi.is_object() {
+        return Err(LoadError::Invalid {
+            plugin: id,
+            reason: "its OpenAPI document is not a JSON object".into(),
+        });
+    }
+    Ok(LoadedPlugin {
+        path: path.to_owned(),
+        module,
+        manifest,
+        openapi,
+        interface_version: plugin_version,
+    })
+}
+
+/// Calls the plugin's `init` with the services the host lends it.
+pub fn init_plugin(plugin: &LoadedPlugin, host: HostContextBox) -> Result<(), LoadError> {
+    plugin.module.init()(host)
+        .into_result()
+        .map_err(|error: HostError| LoadError::Entry {
+            plugin: plugin.manifest.id.to_string(),
+            entry: "init",
+            error: error.to_string(),
+        })
+}
+
+fn validate_manifest(m: &PluginManifest) -> Result<(), String> {
+    if m.id.trim().is_empty() {
+        return Err("its manifest has an empty id".into());
+    }
+    if m.routes.is_empty() {
+        return Err("its manifest declares no route".into());
+    }
+    for route in &m.routes {
+        let ok = route.starts_with('/')
+            && route.len() > 1
+            && !route.ends_with('/')
+            && !route.contains("//")
+            && route
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
+        if !ok {
+            return Err(format!(
+                "route prefix `{route}` is not a plain absolute path"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Turns `abi_stable`'s (very long) errors into one line.
+fn classify(error: LibraryError, plugin_version: Option<&str>) -> LoadError {
+    let host_version = host_api::INTERFACE_VERSION.to_owned();
+    match error {
+        LibraryError::OpenError { err, .. } => LoadError::NotALibrary(err.to_string()),
+        LibraryError::GetSymbolError { .. } => {
+            LoadError::NotAPlugin("the library exports no abi_stable root module".into())
+        }
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::Incompatible {
+            plugin_version: actual_version.to_string(),
+            host_version,
+            detail: String::new(),
+        },
+        LibraryError::AbiInstability(err) => LoadError::Incompatible {
+            plugin_version: plugin_version.unwrap_or("unknown").to_owned(),
+            host_version,
+            detail: format!(
+                " (root module layout differs: {})",
+                err.to_string()
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+            ),
+        },
+        LibraryError::InvalidAbiHeader(h) => LoadError::Incompatible {
+            plugin_version: format!("with abi_stable header {h:?}"),
+            host_version,
+            detail: String::new(),
+        },
+        LibraryError::RootModule { err, .. } => LoadError::Entry {
+            plugin: "unknown".into(),
+            entry: "root module",
+            error: err.to_string(),
+        },
+        other => LoadError::NotAPlugin(
+            other
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("unknown error")
+                .to_owned(),
+        ),
+    }
+}
+
+/// The name `abi_stable` uses for this interface in its own messages.
+pub fn interface_name() -> &'static str {
+    PluginModRef::NAME
+}

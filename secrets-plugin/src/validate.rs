@@ -1,0 +1,274 @@
+//! Validation of a `PUT /api/secrets` body, all of it before anything is
+//! written: either every entry is acceptable, or the error names every
+//! rejected key with its reason. No message ever contains a value.
+
+use std::collections::BTreeMap;
+
+use host_api::EnvSnapshot;
+use serde_json::Value;
+
+use crate::{index::SecretIndex, redact::redact};
+
+/// One accepted change: `Some(value)` sets the key, `None` clears it.
+pub type Change = (String, Option<String>);
+
+/// Why a body was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// The body as a whole is unusable (`code`, `message`).
+    Body(&'static str, &'static str),
+    /// Some entries are unusable: key → reason.
+    Keys(BTreeMap<String, String>),
+}
+
+/// Reason: the key is not a sensitive parameter of any plugin.
+pub const NOT_DECLARED: &str = "not declared as sensitive by any plugin";
+/// Reason: the value is not a JSON string.
+pub const NOT_A_STRING: &str = "value must be a string (\"\" clears the key)";
+/// Reason: the value contains a NUL character.
+pub const HAS_NUL: &str = "value contains a NUL character";
+/// Reason: the value is only whitespace.
+pub const BLANK: &str = "value is only whitespace";
+/// Reason: the value is the redacted form shown by `GET`.
+pub const PLACEHOLDER: &str =
+    "value is the masked placeholder shown by GET; send the real secret or leave the key out";
+/// Reason: the key is the empty string.
+pub const EMPTY_KEY: &str = "key is empty";
+
+/// Validates a whole request body.
+///
+/// `host_check` is the host's verdict on a key (invalid name, block list).
+pub fn validate(
+    body: &Value,
+    index: &SecretIndex,
+    env: &EnvSnapshot,
+    host_check: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Change>, Invalid> {
+    let Some(object) = body.as_object() else {
+        return Err(Invalid::Body(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    };
+    let secrets = match object.get("secrets") {
+        None => {
+            return Err(Invalid::Body(
+                "missing_secrets",
+                "the body has no `secrets` object",
+            ));
+        }
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(Invalid::Body(
+                "invalid_secrets_type",
+                "`secrets` must be an object of key → string",
+            ));
+        }
+    };
+    if secrets.is_empty() {
+        return Err(Invalid::Body("empty_secrets", "`secrets` names no key"));
+    }
+    let mut rejected = BTreeMap::new();
+    let mut changes = Vec::with_capacity(secrets.len());
+    for (key, value) in secrets {
+        match check_entry(key, value, index, env, &host_check) {
+            Ok(change) => changes.push(change),
+            Err(reason) => {
+                // Keys are echoed back, so only valid names are echoed as-is.
+                rejected.insert(printable_key(key), reason);
+            }
+        }
+    }
+    if rejected.is_empty() {
+        Ok(changes)
+    } else {
+        Err(Invalid::Keys(rejected))
+    }
+}
+
+fn check_entry(
+    key: &str,
+    value: &Value,
+    index: &SecretIndex,
+    env: &EnvSnapshot,
+    host_check: &impl Fn(&str) -> Option<String>,
+) -> Result<Change, String> {
+    if key.is_empty() {
+        return Err(EMPTY_KEY.into());
+    }
+    if let Some(reason) = host_check(key) {
+        return Err(reason);
+    }
+    if !index.keys.contains_key(key) {
+        return Err(NOT_DECLARED.into());
+    }
+    let Value::String(value) = value else {
+        return Err(NOT_A_STRING.into());
+    };
+    if value.is_empty() {
+        return Ok((key.to_owned(), None));
+    }
+    if value.contains('\0') {
+        return Err(HAS_NUL.into());
+    }
+    if value.trim().is_empty() {
+        return Err(BLANK.into());
+    }
+    if let Some(current) = env.get(key)
+        && redact(&current.value) == *value
+    {
+        return Err(PLACEHOLDER.into());
+    }
+    Ok((key.to_owned(), Some(value.clone())))
+}
+
+/// Keys are attacker-chosen text echoed in an error: keep them short and
+/// printable.
+fn printable_key(key: &str) -> String {
+    const MAX: usize = 128;
+    let mut out: String = key
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if key.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use host_api::{EnvSource, EnvVar, ParamSpec, PluginEntry, RegistrySnapshot};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn index() -> SecretIndex {
+        SecretIndex::build(&RegistrySnapshot {
+            version: 1,
+            plugins: vec![PluginEntry {
+                id: "p".into(),
+                name: "P".into(),
+                enabled: true,
+                loaded: false,
+                parameters: vec![
+                    ParamSpec::secret("OPENAI_API_KEY", "", true),
+                    ParamSpec::secret("OTHER_KEY", "", false),
+                    ParamSpec::secret("LD_PRELOAD", "", false),
+                ]
+                .into(),
+            }]
+            .into(),
+        })
+    }
+
+    fn env_with(key: &str, value: &str) -> EnvSnapshot {
+        EnvSnapshot {
+            version: 3,
+            vars: vec![EnvVar {
+                key: key.into(),
+                value: value.into(),
+                source: EnvSource::Api,
+            }]
+            .into(),
+        }
+    }
+
+    fn host_check(key: &str) -> Option<String> {
+        (key == "LD_PRELOAD").then(|| "blocked by the host".to_owned())
+    }
+
+    #[test]
+    fn body_shapes() {
+        let e = EnvSnapshot {
+            version: 1,
+            vars: Default::default(),
+        };
+        let v = |b: Value| validate(&b, &index(), &e, host_check);
+        assert_eq!(
+            v(json!([1])),
+            Err(Invalid::Body(
+                "invalid_body",
+                "the body must be a JSON object"
+            ))
+        );
+        assert!(matches!(
+            v(json!({})),
+            Err(Invalid::Body("missing_secrets", _))
+        ));
+        assert!(matches!(
+            v(json!({"secrets": "x"})),
+            Err(Invalid::Body("invalid_secrets_type", _))
+        ));
+        assert!(matches!(
+            v(json!({"secrets": {}})),
+            Err(Invalid::Body("empty_secrets", _))
+        ));
+    }
+
+    #[test]
+    fn every_rejected_key_has_its_reason_and_nothing_is_accepted() {
+        let long = "sk-proj-0123456789abcdefghijklmnop";
+        let e = env_with("OPENAI_API_KEY", long);
+        let body = json!({"secrets": {
+            "OPENAI_API_KEY": redact(long),
+            "OTHER_KEY": " \t",
+            "UNKNOWN_KEY": "v",
+            "LD_PRELOAD": "/x.so",
+            "": "v",
+        }});
+        let Err(Invalid::Keys(r)) = validate(&body, &index(), &e, host_check) else {
+            panic!("expected rejections");
+        };
+        assert_eq!(r["OPENAI_API_KEY"], PLACEHOLDER);
+        assert_eq!(r["OTHER_KEY"], BLANK);
+        assert_eq!(r["UNKNOWN_KEY"], NOT_DECLARED);
+        assert_eq!(r["LD_PRELOAD"], "blocked by the host");
+        assert_eq!(r[""], EMPTY_KEY);
+        let body = json!({"secrets": {"OPENAI_API_KEY": 5, "OTHER_KEY": "a\u{0}b"}});
+        let Err(Invalid::Keys(r)) = validate(&body, &index(), &e, host_check) else {
+            panic!("expected rejections");
+        };
+        assert_eq!(r["OPENAI_API_KEY"], NOT_A_STRING);
+        assert_eq!(r["OTHER_KEY"], HAS_NUL);
+    }
+
+    #[test]
+    fn sets_and_clears() {
+        let e = env_with("OPENAI_API_KEY", "old");
+        let body = json!({"secrets": {"OPENAI_API_KEY": "", "OTHER_KEY": "new"}});
+        let changes = validate(&body, &index(), &e, host_check).expect("valid");
+        assert_eq!(
+            changes,
+            vec![
+                ("OPENAI_API_KEY".into(), None),
+                ("OTHER_KEY".into(), Some("new".into()))
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic_and_never_echo_values(
+            key in "\\PC{0,40}", value in "\\PC{0,40}", canary in "[a-z]{12}"
+        ) {
+            let e = env_with("OPENAI_API_KEY", "x");
+            let secret = format!("CANARY{canary}{value}");
+            let body = json!({"secrets": {key.clone(): secret.clone(), "OPENAI_API_KEY": secret.clone()}});
+            match validate(&body, &index(), &e, host_check) {
+                Ok(changes) => {
+                    for (k, _) in &changes {
+                        prop_assert!(index().keys.contains_key(k));
+                    }
+                }
+                Err(Invalid::Keys(r)) => {
+                    for reason in r.values() {
+                        prop_assert!(!reason.contains(&secret));
+                    }
+                }
+                Err(Invalid::Body(..)) => prop_assert!(false, "body is well-formed"),
+            }
+        }
+    }
+}
