@@ -152,6 +152,9 @@ fn serve(host: Host, bind: SocketAddr) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Registered before the address is printed, so a signal sent as soon
+        // as the host is seen listening still shuts it down gracefully.
+        let shutdown = shutdown_signal()?;
         let acceptor = TcpListener::bind(bind)
             .into_acceptor()
             .await
@@ -167,11 +170,7 @@ fn serve(host: Host, bind: SocketAddr) -> anyhow::Result<()> {
             "serving; open /docs for the API"
         );
         Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(
-                host.endpoint(),
-                shutdown_signal(),
-                Some(Duration::from_secs(5)),
-            )
+            .run_with_graceful_shutdown(host.endpoint(), shutdown, Some(Duration::from_secs(5)))
             .await
             .context("server failed")?;
         tracing::info!("shut down");
@@ -179,23 +178,25 @@ fn serve(host: Host, bind: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
 }

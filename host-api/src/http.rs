@@ -100,7 +100,8 @@ impl FfiResponse {
     /// ```
     /// let r = host_api::FfiResponse::error(404, "not_found", "no such route");
     /// assert_eq!(r.status, 404);
-    /// assert_eq!(r.body.as_slice(), br#"{"error":"no such route","code":"not_found"}"#);
+    /// let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    /// assert_eq!(body, serde_json::json!({"error": "no such route", "code": "not_found"}));
     /// ```
     pub fn error(status: u16, code: &str, message: &str) -> Self {
         let body = serde_json::json!({ "error": message, "code": code });
@@ -115,8 +116,9 @@ mod tests {
     #[test]
     fn error_body_escapes_json() {
         let r = FfiResponse::error(500, "x", "a\"b\\c\n\u{1}");
-        let text = String::from_utf8(r.body.to_vec()).unwrap_or_default();
-        assert_eq!(text, r#"{"error":"a\"b\\c\n\u0001","code":"x"}"#);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(body["error"], "a\"b\\c\n\u{1}");
+        assert_eq!(body["code"], "x");
     }
 
     #[test]

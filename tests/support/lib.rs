@@ -1,1 +1,398 @@
-//! x
+//! Support for the end-to-end tests: builds the real `demo-host` binary and
+//! plugin libraries once, starts the host as a child process on a free
+//! loopback port with a temporary config and plugin folder, and captures its
+//! log.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Paths of the built artifacts.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    /// The `demo-host` executable.
+    pub host: PathBuf,
+    /// The secrets plugin library.
+    pub secrets: PathBuf,
+    /// The fixture plugin that panics on purpose.
+    pub panicking: PathBuf,
+    /// The fixture plugin built against an incompatible interface.
+    pub incompatible: PathBuf,
+}
+
+fn lib_name(crate_name: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        crate_name.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// Builds (once per test binary) the host and the plugin libraries with the
+/// same profile and target folder as the running tests.
+pub fn artifacts() -> Result<&'static Artifacts> {
+    static BUILT: OnceLock<std::result::Result<Artifacts, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("building the artifacts failed: {e}"))
+}
+
+fn build() -> Result<Artifacts> {
+    // The test executable lives in <target>/<profile>/deps/.
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("unexpected test executable location")?
+        .to_owned();
+    let target_dir = profile_dir.parent().context("no target folder")?.to_owned();
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+        None => bail!("unexpected profile folder"),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--profile",
+            &profile,
+            "-p",
+            "demo-host",
+            "-p",
+            "secrets-plugin",
+            "-p",
+            "panicking-plugin",
+            "-p",
+            "incompatible-plugin",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed: {status}");
+    }
+    let artifacts = Artifacts {
+        host: profile_dir.join(format!("demo-host{}", std::env::consts::EXE_SUFFIX)),
+        secrets: profile_dir.join(lib_name("secrets-plugin")),
+        panicking: profile_dir.join(lib_name("panicking-plugin")),
+        incompatible: profile_dir.join(lib_name("incompatible-plugin")),
+    };
+    for path in [
+        &artifacts.host,
+        &artifacts.secrets,
+        &artifacts.panicking,
+        &artifacts.incompatible,
+    ] {
+        if !path.exists() {
+            bail!("expected artifact {} is missing", path.display());
+        }
+    }
+    Ok(artifacts)
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Milady's real catalog, when the shared fixtures folder sits beside the
+/// checkout; `None` (and a printed note) otherwise.
+pub fn milady_catalog() -> Option<PathBuf> {
+    let path = workspace_root().join("../shared/fixtures/milady-plugins.json");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: ../shared/fixtures/milady-plugins.json is absent (a bare clone); \
+             this test needs Milady's real catalog"
+        );
+        None
+    }
+}
+
+/// Writes a catalog in Milady's `plugins.json` format with `plugins` plugins,
+/// each declaring `keys_per_plugin` sensitive keys (`P<i>_KEY_<j>`) and one
+/// non-sensitive setting; plugin `i` is `@bench/plugin-<i>`.
+pub fn write_catalog(path: &Path, plugins: usize, keys_per_plugin: usize) -> Result<()> {
+    let list: Vec<serde_json::Value> = (0..plugins)
+        .map(|i| {
+            let mut params = serde_json::Map::new();
+            for j in 0..keys_per_plugin {
+                params.insert(
+                    format!("P{i}_KEY_{j}"),
+                    serde_json::json!({"type": "string", "description": format!("key {j} of plugin {i}"), "required": j == 0, "sensitive": true}),
+                );
+            }
+            params.insert(
+                format!("P{i}_SETTING"),
+                serde_json::json!({"type": "string", "description": "a setting", "required": false, "sensitive": false}),
+            );
+            serde_json::json!({"id": format!("plugin-{i}"), "name": format!("Plugin {i}"), "npmName": format!("@bench/plugin-{i}"), "pluginParameters": params})
+        })
+        .collect();
+    let doc = serde_json::json!({"$schema": "plugin-index-v1", "count": plugins, "plugins": list});
+    std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    Ok(())
+}
+
+/// How to start a host.
+#[derive(Default, Clone)]
+pub struct HostSpec {
+    /// Libraries to copy into the plugin folder: (source, file name).
+    pub plugins: Vec<(PathBuf, String)>,
+    /// Raw files to write into the plugin folder: (file name, bytes).
+    pub plugin_files: Vec<(String, Vec<u8>)>,
+    /// `--catalog` arguments.
+    pub catalogs: Vec<PathBuf>,
+    /// Environment variables for the host process.
+    pub env: Vec<(String, String)>,
+    /// Initial config file content (none: no file).
+    pub config: Option<String>,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+    /// `--plugins-dir` instead of the temporary folder's `plugins/`.
+    pub plugins_dir: Option<PathBuf>,
+    /// `--bind` instead of `127.0.0.1:0`.
+    pub bind: Option<String>,
+}
+
+impl HostSpec {
+    /// A host with the secrets plugin.
+    pub fn with_secrets() -> Result<Self> {
+        let a = artifacts()?;
+        Ok(Self {
+            plugins: vec![(a.secrets.clone(), lib_name("secrets-plugin"))],
+            ..Self::default()
+        })
+    }
+
+    /// Adds a library to the plugin folder.
+    pub fn plugin(mut self, source: &Path, name: &str) -> Self {
+        self.plugins.push((source.to_owned(), name.to_owned()));
+        self
+    }
+
+    /// Adds a catalog.
+    pub fn catalog(mut self, path: &Path) -> Self {
+        self.catalogs.push(path.to_owned());
+        self
+    }
+
+    /// Sets an environment variable of the host process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the initial config file.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = Some(text.into());
+        self
+    }
+}
+
+/// A running host. Killed when dropped.
+pub struct HostProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The temporary folder holding `milady.toml` and `plugins/`.
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+    spec: HostSpec,
+}
+
+impl HostProcess {
+    /// Starts a host in a fresh temporary folder.
+    pub fn start(spec: HostSpec) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins)?;
+        for (source, name) in &spec.plugins {
+            std::fs::copy(source, plugins.join(name))
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+        for (name, bytes) in &spec.plugin_files {
+            std::fs::write(plugins.join(name), bytes)?;
+        }
+        if let Some(text) = &spec.config {
+            std::fs::write(dir.path().join("milady.toml"), text)?;
+        }
+        Self::launch(dir, spec)
+    }
+
+    /// Starts a host again on the same folder (config and plugins kept).
+    pub fn restart(mut self) -> Result<Self> {
+        self.terminate()?;
+        let dir = tempfile::tempdir()?;
+        let old = std::mem::replace(&mut self.dir, dir);
+        let spec = self.spec.clone();
+        drop(self);
+        Self::launch(old, spec)
+    }
+
+    fn launch(dir: tempfile::TempDir, spec: HostSpec) -> Result<Self> {
+        let a = artifacts()?;
+        let mut cmd = Command::new(&a.host);
+        cmd.arg("--config")
+            .arg(dir.path().join("milady.toml"))
+            .arg("--plugins-dir")
+            .arg(
+                spec.plugins_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("plugins")),
+            )
+            .arg("--bind")
+            .arg(spec.bind.as_deref().unwrap_or("127.0.0.1:0"))
+            .args(&spec.args)
+            .env_remove("MILADY_API_TOKEN")
+            .env_remove("MILADY_CONFIG_PATH")
+            .env_remove("MILADY_API_BIND")
+            .env("RUST_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        for c in &spec.catalogs {
+            cmd.arg("--catalog").arg(c);
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawning demo-host")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().context("no stderr")?;
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out_sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                let mut l = out_sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+                bail!("demo-host did not start; its log:\n{log}");
+            }
+        };
+        Ok(Self {
+            child,
+            base,
+            dir,
+            log,
+            spec,
+        })
+    }
+
+    /// The path of the config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("milady.toml")
+    }
+
+    /// Everything the host printed so far (stderr and stdout).
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (or the timeout passes).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for a graceful exit; returns the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                self.child.kill()?;
+                bail!("demo-host did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A reqwest client with a short timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// A fixed-width file name for a library on this platform.
+pub fn library_file_name(stem: &str) -> String {
+    format!("{stem}{}", std::env::consts::DLL_SUFFIX)
+}

@@ -1,0 +1,146 @@
+//! Plugin loading: good, bad and hostile libraries in the plugin folder.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use e2e_tests::{HostProcess, HostSpec, artifacts};
+
+use crate::get;
+
+#[tokio::test]
+async fn bad_libraries_are_skipped_with_one_line_each_and_the_host_serves_the_rest() -> Result<()> {
+    let a = artifacts()?;
+    let real = std::fs::read(&a.secrets)?;
+    let mut spec = HostSpec::with_secrets()?
+        .plugin(&a.incompatible, "incompatible.so")
+        .plugin(&a.panicking, "panicking.so");
+    spec.plugin_files = vec![
+        ("junk.so".into(), b"this is not a library".to_vec()),
+        ("empty.so".into(), Vec::new()),
+        ("trunc-64.so".into(), real[..64].to_vec()),
+        ("trunc-4k.so".into(), real[..4096].to_vec()),
+        ("trunc-100k.so".into(), real[..100 * 1024].to_vec()),
+        ("trunc-half.so".into(), real[..real.len() / 2].to_vec()),
+        ("trunc-last-byte.so".into(), real[..real.len() - 1].to_vec()),
+        ("notes.txt".into(), b"ignored: not a library name".to_vec()),
+    ];
+    let h = HostProcess::start(spec)?;
+    let (status, body) = get(&h, "/api/secrets").await?;
+    assert_eq!(status, 200);
+    assert!(body["secrets"]["OPENAI_API_KEY"].is_object());
+    let log = h.log();
+    for file in [
+        "junk.so",
+        "empty.so",
+        "trunc-64.so",
+        "trunc-4k.so",
+        "trunc-100k.so",
+        "trunc-half.so",
+        "trunc-last-byte.so",
+        "incompatible.so",
+    ] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("plugin skipped") && l.contains(file))
+            .collect();
+        assert_eq!(lines.len(), 1, "{file}: expected one skip line in\n{log}");
+    }
+    let incompatible = log
+        .lines()
+        .find(|l| l.contains("incompatible.so"))
+        .unwrap_or_default();
+    assert!(
+        incompatible.contains("host-api 0.2.0") && incompatible.contains("host-api 0.1.0"),
+        "both versions named: {incompatible}"
+    );
+    assert!(!log.contains("notes.txt"));
+    assert!(log.contains("plugin loaded") && log.contains("@fixtures/panicking"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_json_error_and_the_host_stays_up() -> Result<()> {
+    let a = artifacts()?;
+    let mut h = HostProcess::start(HostSpec::with_secrets()?.plugin(&a.panicking, "panicking.so"))?;
+    for path in ["/api/panic/now", "/api/panic/later", "/api/panic/now"] {
+        let (status, body) = get(&h, path).await?;
+        assert_eq!(status, 500, "{path}");
+        assert_eq!(body["code"], "plugin_panicked");
+        assert!(body["error"].is_string());
+    }
+    let (status, _) = get(&h, "/api/panic/fine").await?;
+    assert_eq!(status, 200);
+    let (status, _) = get(&h, "/api/secrets").await?;
+    assert_eq!(status, 200);
+    assert!(h.is_running());
+    Ok(())
+}
+
+#[tokio::test]
+async fn init_failure_and_init_panic_refuse_only_that_plugin() -> Result<()> {
+    let a = artifacts()?;
+    for mode in ["init-fail", "init-panic"] {
+        let h = HostProcess::start(
+            HostSpec::with_secrets()?
+                .plugin(&a.panicking, "panicking.so")
+                .env("PANICKING_PLUGIN_MODE", mode),
+        )?;
+        let (status, _) = get(&h, "/api/secrets").await?;
+        assert_eq!(status, 200, "{mode}");
+        let (status, body) = get(&h, "/api/panic/fine").await?;
+        assert_eq!(status, 404, "{mode}: the refused plugin serves nothing");
+        assert_eq!(body["code"], "not_found");
+        let log = h.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("plugin skipped") && l.contains("panicking.so"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("@fixtures/panicking") && line.contains("init"),
+            "{mode}: {line}"
+        );
+        // The registry no longer lists it.
+        let (_, plugins) = get(&h, "/api/plugins").await?;
+        let listed = plugins["plugins"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["id"] == "@fixtures/panicking"));
+        assert!(!listed, "{mode}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_plugins_claiming_the_same_route_keep_the_first() -> Result<()> {
+    let a = artifacts()?;
+    let h = HostProcess::start(
+        HostSpec::with_secrets()?
+            .plugin(&a.panicking, "a-panicking.so")
+            .plugin(&a.panicking, "b-panicking-copy.so"),
+    )?;
+    assert!(h.wait_for_log("b-panicking-copy.so", Duration::from_secs(5)));
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("plugin skipped") && l.contains("b-panicking-copy.so"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("collides") || line.contains("already"),
+        "{line}"
+    );
+    let (status, _) = get(&h, "/api/panic/fine").await?;
+    assert_eq!(status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_plugin_folder_is_an_empty_one() -> Result<()> {
+    let h = HostProcess::start(HostSpec {
+        plugins_dir: Some("/nonexistent/plugins/folder".into()),
+        ..HostSpec::default()
+    })?;
+    let (status, _) = get(&h, "/api/plugins").await?;
+    assert_eq!(status, 200);
+    let (status, _) = get(&h, "/api/secrets").await?;
+    assert_eq!(status, 404);
+    Ok(())
+}
