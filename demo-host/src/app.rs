@@ -8,7 +8,7 @@ use std::{
 
 use poem::{
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
-    endpoint::make_sync,
+    endpoint::{BoxEndpoint, make_sync},
     http::{StatusCode, header},
     web::Html,
 };
@@ -50,6 +50,24 @@ pub struct HostOptions {
     pub token: Option<String>,
     /// Request-body limit in bytes.
     pub body_limit: usize,
+    /// The host listens on loopback only: requests must name a loopback
+    /// host in `Host` (defence against DNS rebinding).
+    pub loopback_only: bool,
+}
+
+impl HostOptions {
+    /// Options with defaults: no plugins, no extra catalog, no token, the
+    /// default body limit, loopback only.
+    pub fn new(config_path: impl Into<PathBuf>) -> Self {
+        Self {
+            config_path: config_path.into(),
+            plugins_dir: None,
+            catalogs: Vec::new(),
+            token: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            loopback_only: true,
+        }
+    }
 }
 
 /// A plugin that passed every check and serves routes.
@@ -201,6 +219,16 @@ impl Host {
     /// The router: host routes, plugin routes through the bridge, docs,
     /// auth on `/api/*`, and JSON errors everywhere.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
+        self.endpoint_with_native(Vec::new())
+    }
+
+    /// [`Host::endpoint`] plus endpoints linked natively into the host, each
+    /// mounted (without stripping) at its prefix behind the same middleware.
+    /// Benchmarks use it to compare a plugin with the same code linked in.
+    pub fn endpoint_with_native(
+        &self,
+        native: Vec<(String, BoxEndpoint<'static, Response>)>,
+    ) -> impl Endpoint<Output = Response> + use<> {
         let service = host_service(&self.registry, &self.config);
         let host_spec = service.spec();
         let page = render_swagger_page(&service);
@@ -228,12 +256,21 @@ impl Host {
                 route = route.nest_no_strip(prefix.as_str(), ep.clone());
             }
         }
+        for (prefix, ep) in native {
+            route = route.nest_no_strip(prefix, ep);
+        }
         let route = route.nest("/", service);
         let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
+        let loopback_only = self.options.loopback_only;
         route
             .around(move |next, req: Request| {
                 let token = token.clone();
-                async move { auth::require_token(next, req, token.as_deref()).await }
+                async move {
+                    if loopback_only && let Some(refused) = auth::refuse_foreign_host(&req) {
+                        return Ok(refused);
+                    }
+                    auth::require_token(next, req, token.as_deref()).await
+                }
             })
             .catch_all_error(render_error)
             .map_to_response()

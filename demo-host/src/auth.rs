@@ -38,6 +38,47 @@ pub fn token_matches(expected: &str, presented: &str) -> bool {
     bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
+/// Whether a `Host` header value names this machine's loopback interface:
+/// `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`, with any port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// For a host bound to loopback: a 403 JSON error when the request's `Host`
+/// names anything else. A web page on another origin that rebinds its DNS
+/// name to 127.0.0.1 still sends its own name, so it is refused here.
+pub fn refuse_foreign_host(req: &Request) -> Option<Response> {
+    let host = req
+        .headers()
+        .get(poem::http::header::HOST)
+        .map(|v| v.to_str().unwrap_or(""))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
+    (!is_loopback_host(host)).then(|| {
+        json_error_response(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            "this host only answers requests addressed to a loopback name",
+        )
+    })
+}
+
 /// Middleware: when a token is configured, `/api/*` requests without it get
 /// 401 `{"error": "Unauthorized", "code": "unauthorized"}`.
 pub async fn require_token<E: Endpoint>(
@@ -82,5 +123,33 @@ mod tests {
         assert!(!token_matches("secret", "secreT"));
         assert!(!token_matches("secret", "secre"));
         assert!(is_api_path("/api/secrets") && is_api_path("/api") && !is_api_path("/apix"));
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "localhost:2138",
+            "LOCALHOST.",
+            "app.localhost:1",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:2138",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.com",
+            "evil.com:2138",
+            "127.0.0.1.evil.com",
+            "[::2]:1",
+            "10.0.0.1",
+            "localhost:x",
+            "[::1]x",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
     }
 }

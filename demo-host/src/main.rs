@@ -123,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         catalogs: cli.catalogs.clone(),
         token,
         body_limit: cli.body_limit,
+        loopback_only: cli.bind.ip().is_loopback(),
     };
     if serving {
         let store = demo_host::config_store::ConfigStore::new(&options.config_path);

@@ -2,9 +2,13 @@
 //! temporary plugin folder, HTTP over loopback. One test binary, so the
 //! artifacts are built once.
 
+mod attacks;
+mod browser;
+mod faults;
 mod host;
 mod loading;
 mod openapi;
+mod plugin_cli;
 mod secrets;
 
 use anyhow::Result;
