@@ -1,0 +1,143 @@
+//! The secrets API linked natively over the real host services (config file
+//! in a temporary folder), without loading a library: fast checks of the
+//! contract and the OpenAPI metadata.
+
+use demo_host::{
+    app::{Host, HostOptions},
+    host_context::HostServices,
+};
+use poem::{Endpoint, http::StatusCode, test::TestClient};
+use serde_json::{Value, json};
+
+fn setup(
+    process_env: Vec<(String, String)>,
+) -> (tempfile::TempDir, Host, TestClient<impl Endpoint>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = Host::build(
+        HostOptions::new(dir.path().join("milady.toml")),
+        process_env,
+    )
+    .expect("host");
+    let services = HostServices::new(
+        host.registry.clone(),
+        host.env.clone(),
+        secrets_plugin::PLUGIN_ID,
+    );
+    let client = TestClient::new(secrets_plugin::endpoint(services.into_box()));
+    (dir, host, client)
+}
+
+async fn json_body(resp: poem::test::TestResponse) -> Value {
+    resp.0.into_body().into_json().await.expect("JSON body")
+}
+
+#[tokio::test]
+async fn get_lists_default_catalog_secrets_with_headers() {
+    let (_dir, _host, cli) = setup(vec![(
+        "GROQ_API_KEY".into(),
+        "gsk_0123456789abcdefghijklmn".into(),
+    )]);
+    let resp = cli.get("/api/secrets").send().await;
+    resp.assert_status_is_ok();
+    resp.assert_header("cache-control", "no-store");
+    resp.assert_header_exist("etag");
+    let body = json_body(resp).await;
+    let groq = &body["secrets"]["GROQ_API_KEY"];
+    assert_eq!(groq["value"], "gsk****...klmn");
+    assert_eq!(groq["set"], true);
+    assert_eq!(groq["source"], "process");
+    assert_eq!(groq["pluginId"], "@elizaos/plugin-groq");
+    assert_eq!(body["secrets"]["OPENAI_API_KEY"]["set"], false);
+    // Non-sensitive parameters are not secrets.
+    assert!(body["secrets"].get("OPENAI_BASE_URL").is_none());
+}
+
+#[tokio::test]
+async fn put_then_get_through_the_host_services() {
+    let (dir, host, cli) = setup(Vec::new());
+    let resp = cli
+        .put("/api/secrets")
+        .body_json(&json!({"secrets": {"TELEGRAM_BOT_TOKEN": "123456:ABCdefGhIJKlmnoPQRstuVWxyz"}}))
+        .send()
+        .await;
+    resp.assert_status_is_ok();
+    let body = json_body(resp).await;
+    assert_eq!(body["updated"], json!(["TELEGRAM_BOT_TOKEN"]));
+    assert_eq!(body["affectedPlugins"], json!(["@elizaos/plugin-telegram"]));
+    assert_eq!(body["restartRequired"], false, "the plugin is disabled");
+    // Visible in the host's runtime environment before the response.
+    assert!(host.env.snapshot().get("TELEGRAM_BOT_TOKEN").is_some());
+    let text = std::fs::read_to_string(dir.path().join("milady.toml")).expect("file");
+    assert!(text.contains("TELEGRAM_BOT_TOKEN = \"123456:ABCdefGhIJKlmnoPQRstuVWxyz\""));
+    let resp = cli.get("/api/secrets").send().await;
+    let body = json_body(resp).await;
+    assert_eq!(
+        body["secrets"]["TELEGRAM_BOT_TOKEN"]["value"],
+        "123****...Wxyz"
+    );
+}
+
+#[tokio::test]
+async fn extractor_failures_are_json() {
+    let (_dir, _host, cli) = setup(Vec::new());
+    for (ct, payload, code) in [
+        ("application/json", "{", "invalid_json"),
+        ("text/plain", "{}", "invalid_content_type"),
+    ] {
+        let resp = cli
+            .put("/api/secrets")
+            .content_type(ct)
+            .body(payload)
+            .send()
+            .await;
+        resp.assert_status(StatusCode::BAD_REQUEST);
+        assert_eq!(json_body(resp).await["code"], code, "{ct} {payload}");
+    }
+    let resp = cli.post("/api/secrets").send().await;
+    resp.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(json_body(resp).await["code"], "method_not_allowed");
+}
+
+#[test]
+fn openapi_document_describes_the_contract() {
+    let doc: Value = serde_json::from_str(&secrets_plugin::service(None).spec()).expect("JSON");
+    let get = &doc["paths"]["/api/secrets"]["get"];
+    let put = &doc["paths"]["/api/secrets"]["put"];
+    assert!(get["responses"]["200"]["headers"]["CACHE-CONTROL"].is_object());
+    assert!(get["responses"]["200"]["headers"]["ETAG"].is_object());
+    for status in ["200", "400", "401", "412", "413", "500"] {
+        assert!(
+            put["responses"][status].is_object(),
+            "PUT documents {status}"
+        );
+    }
+    assert!(put["parameters"].as_array().is_some_and(|p| {
+        p.iter()
+            .any(|p| p["name"] == "If-Match" && p["in"] == "header")
+    }));
+    let info = &doc["components"]["schemas"]["SecretInfo"];
+    for field in [
+        "value",
+        "set",
+        "pluginId",
+        "pluginEnabled",
+        "usedBy",
+        "required",
+        "description",
+        "source",
+    ] {
+        assert!(info["properties"][field].is_object(), "{field}");
+    }
+    let required: Vec<&str> = info["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for field in ["value", "set", "pluginId", "pluginEnabled"] {
+        assert!(required.contains(&field), "{field} is always present");
+    }
+    let redaction = info["properties"]["value"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(redaction.contains("sk-****...wxyz"));
+    assert!(doc["components"]["schemas"]["SecretsUpdate"]["example"].is_object());
+}
