@@ -38,7 +38,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 const HOST_ROUTES: [&str; 3] = ["/api/plugins", "/api/health", "/openapi.json"];
 
 /// Everything needed to assemble a host.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HostOptions {
     /// The TOML config file.
     pub config_path: PathBuf,
@@ -53,6 +53,20 @@ pub struct HostOptions {
     /// The host listens on loopback only: requests must name a loopback
     /// host in `Host` (defence against DNS rebinding).
     pub loopback_only: bool,
+}
+
+// The token is a secret: Debug says only whether there is one.
+impl std::fmt::Debug for HostOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostOptions")
+            .field("config_path", &self.config_path)
+            .field("plugins_dir", &self.plugins_dir)
+            .field("catalogs", &self.catalogs)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("body_limit", &self.body_limit)
+            .field("loopback_only", &self.loopback_only)
+            .finish()
+    }
 }
 
 impl HostOptions {

@@ -176,3 +176,12 @@ async fn invalid_config_stops_start_up_with_position() {
     assert!(err.contains("line 3"), "{err}");
     assert!(!err.contains("SECRET-CANARY"), "{err}");
 }
+
+#[test]
+fn options_debug_hides_the_token() {
+    let mut options = HostOptions::new("/tmp/x.toml");
+    options.token = Some("TOKEN-CANARY-123".into());
+    let text = format!("{options:?}");
+    assert!(!text.contains("TOKEN-CANARY"), "{text}");
+    assert!(text.contains("<set>"));
+}
