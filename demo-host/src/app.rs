@@ -34,8 +34,9 @@ pub const TOKEN_ENV: &str = "MILADY_API_TOKEN";
 /// The default request-body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Routes the host serves itself; no plugin may claim them.
-const HOST_ROUTES: [&str; 3] = ["/api/plugins", "/api/health", "/openapi.json"];
+/// Routes the host serves itself; no plugin may claim them (or anything
+/// below them).
+pub const HOST_ROUTES: [&str; 4] = ["/api/plugins", "/api/health", "/openapi.json", "/docs"];
 
 /// Everything needed to assemble a host.
 #[derive(Clone)]
@@ -305,7 +306,6 @@ fn mount(
     let id = plugin.manifest.id.to_string();
     for prefix in &plugin.manifest.routes {
         let clash = HOST_ROUTES.iter().any(|h| overlaps(h, prefix))
-            || prefix.as_str() == "/docs"
             || mounted
                 .iter()
                 .flat_map(|m| m.plugin.manifest.routes.iter())
@@ -332,7 +332,7 @@ fn mount(
 }
 
 /// Whether two route prefixes would capture the same requests.
-fn overlaps(a: &str, b: &str) -> bool {
+pub fn overlaps(a: &str, b: &str) -> bool {
     let under = |x: &str, y: &str| x == y || x.starts_with(&format!("{y}/"));
     under(a, b) || under(b, a)
 }

@@ -15,5 +15,6 @@ pub mod host_context;
 pub mod key_policy;
 pub mod loader;
 pub mod openapi_doc;
+pub mod plugin_cli;
 pub mod registry;
 pub mod runtime_env;

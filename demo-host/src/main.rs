@@ -1,11 +1,19 @@
 //! `demo-host`: the command-line entry point. Parses flags, sets up logging,
-//! assembles the [`demo_host::app::Host`] and serves it until SIGINT/SIGTERM.
+//! assembles the [`demo_host::app::Host`] and serves it until SIGINT/SIGTERM;
+//! `demo-host plugin ...` checks, lists and installs plugin libraries.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use demo_host::app::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV};
+use demo_host::{
+    app::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV},
+    plugin_cli,
+};
 use poem::{
     Server,
     listener::{Acceptor, Listener, TcpListener},
@@ -13,46 +21,85 @@ use poem::{
 
 /// A Milady-like agent host that loads stable-ABI plugins from a folder.
 ///
-/// Environment: MILADY_CONFIG_PATH (same as --config), MILADY_API_BIND (same
-/// as --bind), MILADY_API_TOKEN (when set, every /api/* route requires it as
-/// `Authorization: Bearer <token>`, `X-Milady-Token` or `X-Api-Key`),
-/// RUST_LOG (log filter, default `info`).
+/// With no command it serves the API: the host routes (/api/plugins,
+/// /api/health), every plugin's routes (e.g. /api/secrets), the merged
+/// OpenAPI document at /openapi.json and Swagger UI at /docs. On the first
+/// run it creates a commented config file at the --config path.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(
+    version,
+    about,
+    long_about,
+    after_help = ENVIRONMENT_HELP,
+    after_long_help = ENVIRONMENT_HELP
+)]
 struct Cli {
-    /// The TOML config file ([env] secrets, [plugins.entries."<id>"] enabled).
-    /// Default: ~/.milady/milady.toml
-    #[arg(long, env = "MILADY_CONFIG_PATH", global = true)]
+    /// The TOML config file [default: ~/.milady/milady.toml]
+    ///
+    /// Secrets live in [env], plugin switches in [plugins.entries."<id>"]
+    /// enabled = true|false. Created (mode 0600, with comments) when missing.
+    #[arg(long, value_name = "PATH", env = "MILADY_CONFIG_PATH", global = true)]
     config: Option<PathBuf>,
 
-    /// The folder plugin libraries are loaded from. Default: ~/.milady/plugins
-    #[arg(long, global = true)]
+    /// The plugin folder [default: ~/.milady/plugins]
+    ///
+    /// Every library in it is loaded at start-up; `plugin install` copies
+    /// into it and `plugin list` reads it.
+    #[arg(long, value_name = "DIR", global = true)]
     plugins_dir: Option<PathBuf>,
 
-    /// An extra plugin catalog in Milady's plugins.json format (repeatable).
-    #[arg(long = "catalog", global = true)]
+    /// An extra plugin catalog in Milady's plugins.json format (repeatable)
+    ///
+    /// Its plugins join the registry; their sensitive parameters become
+    /// secrets the API lists and writes.
+    #[arg(long = "catalog", value_name = "FILE", global = true)]
     catalogs: Vec<PathBuf>,
 
-    /// The address to listen on; port 0 picks a free port.
+    /// The address to listen on; port 0 picks a free port
+    ///
+    /// A non-loopback address without MILADY_API_TOKEN gets a random token,
+    /// printed once on stdout.
     #[arg(
         long,
+        value_name = "ADDR",
         env = "MILADY_API_BIND",
         default_value = "127.0.0.1:2138",
         global = true
     )]
     bind: SocketAddr,
 
-    /// Request-body limit in bytes.
-    #[arg(long, default_value_t = DEFAULT_BODY_LIMIT, global = true)]
+    /// The largest request body accepted, in bytes (larger: 413)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_BODY_LIMIT, global = true)]
     body_limit: usize,
 
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    /// The format of the log on stderr
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
     log_format: LogFormat,
 
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// The environment variables, shown at the end of `--help`.
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  MILADY_CONFIG_PATH  The config file (same as --config; the flag wins)
+  MILADY_API_BIND     The listen address (same as --bind; the flag wins)
+  MILADY_API_TOKEN    When set, every /api/* route requires it as
+                      `Authorization: Bearer <token>`, `X-Milady-Token` or
+                      `X-Api-Key`; it is never written by the API
+  RUST_LOG            Log filter, e.g. `debug` or `demo_host=trace` [default: info]
+  NO_COLOR            When set, pretty logs have no colours
+  HOME                Where the default ~/.milady folder lives
+
+The host's runtime environment (what plugins read) is the process environment
+at start-up, then the config file's [env] for keys the process does not set.
+
+Examples:
+  demo-host                                  serve on 127.0.0.1:2138
+  demo-host plugin install ./libhello_plugin.so
+  demo-host plugin list
+  demo-host openapi > openapi.json";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -60,6 +107,43 @@ enum Command {
     Serve,
     /// Print the merged OpenAPI document (host + loaded plugins) and exit.
     Openapi,
+    /// Check, list and install plugin libraries (see `demo-host plugin --help`).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PluginCommand {
+    /// Check a plugin library and copy it into the plugin folder.
+    ///
+    /// The file is loaded in a separate process (a broken library cannot
+    /// harm a running host), then its id and routes are compared with the
+    /// installed plugins'. If all is well it is copied in atomically
+    /// (temporary file, sync, rename); restart the host to load it.
+    /// Otherwise nothing is copied and the reason is printed (exit status 1).
+    Install {
+        /// The library to install (a .so / .dylib / .dll built as a cdylib
+        /// against host-api).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Replace an installed plugin with the same id (an upgrade).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List every library in the plugin folder: id, version, host-api
+    /// version, compatibility, and why the host would skip it.
+    List {
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one library in this process and print a JSON report (used by
+    /// `install` and `list`, which run it as a child process).
+    #[command(hide = true)]
+    Probe {
+        /// The library to check.
+        path: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -79,8 +163,12 @@ fn home_dir() -> PathBuf {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, and never with NO_COLOR.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
@@ -107,6 +195,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .plugins_dir
         .clone()
         .unwrap_or_else(|| home_dir().join(".milady").join("plugins"));
+    if let Some(Command::Plugin(command)) = &cli.command {
+        return plugin_command(command, &plugins_dir);
+    }
     let mut token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
     let serving = !matches!(cli.command, Some(Command::Openapi));
     if serving && token.is_none() && !cli.bind.ip().is_loopback() {
@@ -138,6 +229,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         None | Some(Command::Serve) => serve(host, cli.bind),
+        Some(Command::Plugin(_)) => unreachable!("handled before the host is built"),
+    }
+}
+
+fn plugin_command(command: &PluginCommand, plugins_dir: &Path) -> anyhow::Result<()> {
+    match command {
+        PluginCommand::Probe { path } => {
+            let report = plugin_cli::probe_here(path);
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        PluginCommand::List { json } => {
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let listed = plugin_cli::list(&exe, plugins_dir)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else {
+                print!("{}", plugin_cli::render_list(plugins_dir, &listed));
+            }
+            Ok(())
+        }
+        PluginCommand::Install { path, replace } => {
+            let exe = std::env::current_exe().context("cannot find this program's path")?;
+            let done = plugin_cli::install(&exe, plugins_dir, path, *replace)
+                .with_context(|| format!("not installed: {}", path.display()))?;
+            let r = &done.report;
+            let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+            println!(
+                "installed {} {} (host-api {}) as {}",
+                or_unknown(&r.id),
+                or_unknown(&r.version),
+                or_unknown(&r.interface),
+                done.path.display()
+            );
+            if let Some(old) = &done.replaced {
+                println!("replaced the previous version in {}", old.display());
+            }
+            println!("routes: {}", r.routes.join(", "));
+            println!(
+                "restart demo-host to load it (plugins are loaded at start-up, never reloaded)"
+            );
+            Ok(())
+        }
     }
 }
 

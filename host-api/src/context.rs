@@ -152,12 +152,38 @@ pub enum LogLevel {
 /// host owns both, and this trait is the only way to read or change them
 /// (each library links its own `std`, so `std::env` in a plugin would be a
 /// different, unsynchronised copy).
+///
+/// A plugin receives it as a [`HostContextBox`] in [`crate::Plugin::init`]
+/// and calls these methods on the box:
+///
+/// ```no_run
+/// use host_api::{EnvChange, HostContextBox, HostError, LogLevel};
+/// use host_api::abi_stable::std_types::{RNone, RSome};
+///
+/// async fn rotate(host: &HostContextBox) -> Result<u64, HostError> {
+///     let env = host.env();
+///     if let Some(reason) = host.check_env_key("WEATHER_API_KEY".into()).into_option() {
+///         return Err(HostError::new(HostError::REJECTED, reason.as_str()));
+///     }
+///     let changes = vec![
+///         EnvChange { key: "WEATHER_API_KEY".into(), value: RSome("new-key".into()) },
+///         EnvChange { key: "OLD_WEATHER_KEY".into(), value: RNone },
+///     ];
+///     // All or nothing, and only if nobody changed the environment since `env`.
+///     let update = host.update_env(changes.into(), RSome(env.version)).await.into_result()?;
+///     host.log(LogLevel::Info, "weather key rotated".into()); // never the value
+///     Ok(update.version)
+/// }
+/// ```
 #[sabi_trait]
 pub trait HostContext: Clone + Send + Sync + 'static {
-    /// The current registry snapshot (cheap: a reference-counted pointer).
+    /// The current registry snapshot (cheap: a reference-counted pointer):
+    /// every catalog and loaded plugin, its enabled state and parameters.
     fn registry(&self) -> RArc<RegistrySnapshot>;
 
     /// The current runtime environment (cheap: a reference-counted pointer).
+    /// Look a variable up with [`EnvSnapshot::get`]; its `version` is the
+    /// token to pass to [`HostContext::update_env`].
     fn env(&self) -> RArc<EnvSnapshot>;
 
     /// `Some(reason)` when the host refuses to let the API write `key`
@@ -182,4 +208,28 @@ pub trait HostContext: Clone + Send + Sync + 'static {
 }
 
 /// The owned, type-erased host context a plugin receives in `init`.
+///
+/// It is `Clone + Send + Sync`: keep it in a `static OnceLock` and use it
+/// from every request. A host (or a test) makes one from any type that
+/// implements [`HostContext`]:
+///
+/// ```
+/// use host_api::{HostContext_TO, HostContextBox};
+/// use host_api::abi_stable::sabi_trait::TD_Opaque;
+/// # use host_api::*;
+/// # use host_api::abi_stable::std_types::*;
+/// # #[derive(Clone)] struct MyServices;
+/// # impl HostContext for MyServices {
+/// #     fn registry(&self) -> RArc<RegistrySnapshot> { RArc::new(RegistrySnapshot { version: 0, plugins: RVec::new() }) }
+/// #     fn env(&self) -> RArc<EnvSnapshot> { RArc::new(EnvSnapshot { version: 0, vars: RVec::new() }) }
+/// #     fn check_env_key(&self, _: RStr<'_>) -> ROption<RString> { RNone }
+/// #     fn update_env(&self, _: RVec<EnvChange>, _: ROption<u64>) -> FfiFuture<RResult<EnvUpdate, HostError>> {
+/// #         use host_api::async_ffi::FutureExt as _;
+/// #         async { ROk(EnvUpdate { version: 1 }) }.into_ffi()
+/// #     }
+/// #     fn log(&self, _: LogLevel, _: RStr<'_>) {}
+/// # }
+/// let host: HostContextBox = HostContext_TO::from_value(MyServices, TD_Opaque);
+/// assert_eq!(host.env().version, 0);
+/// ```
 pub type HostContextBox = HostContext_TO<RBox<()>>;

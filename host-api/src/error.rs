@@ -10,6 +10,15 @@ use abi_stable::{
 /// `code` is a stable machine-readable string (see the associated constants);
 /// `message` is safe to show to a client: it never contains a secret value.
 /// `details` carries per-item reasons, e.g. every rejected key of an update.
+///
+/// ```
+/// use host_api::HostError;
+/// let e = HostError::new(HostError::REJECTED, "some keys were refused")
+///     .with_detail("LD_PRELOAD", "blocked by the host");
+/// assert_eq!(e.code.as_str(), HostError::REJECTED);
+/// assert_eq!(e.to_string(), "some keys were refused (rejected)");
+/// assert_eq!(e.details[0].0.as_str(), "LD_PRELOAD");
+/// ```
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
 pub struct HostError {
@@ -33,7 +42,8 @@ impl HostError {
     /// Anything else, including a caught panic.
     pub const INTERNAL: &'static str = "internal_error";
 
-    /// A new error without details.
+    /// A new error without details. `code` is usually one of the associated
+    /// constants; `message` must not contain a secret value.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
@@ -42,7 +52,7 @@ impl HostError {
         }
     }
 
-    /// Adds an `(item, reason)` detail.
+    /// Adds an `(item, reason)` detail, e.g. a refused key and why.
     pub fn with_detail(mut self, item: &str, reason: &str) -> Self {
         self.details.push(Tuple2(item.into(), reason.into()));
         self

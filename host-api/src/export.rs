@@ -20,24 +20,57 @@ use crate::{
 /// host's async runtime: `handle` may await host services and do pure
 /// computation, but must not use `tokio::fs`, `tokio::time` or
 /// `spawn_blocking` (they would panic with "no reactor running").
+///
+/// A panic in any of these functions does not reach the host: the shims of
+/// [`crate::export_plugin!`] catch it and turn it into an error (a 500 JSON
+/// response for `handle`).
+///
+/// See the [crate-level example](crate#a-complete-plugin) for a complete
+/// implementation.
 pub trait Plugin: 'static {
-    /// The plugin's manifest.
+    /// The plugin's manifest: id, name, version, route prefixes and the
+    /// parameters it reads. Called when the host loads the library, before
+    /// `init`; keep it cheap and free of side effects.
     fn manifest() -> PluginManifest;
-    /// The OpenAPI 3 document of the plugin's routes, as JSON text.
+    /// The OpenAPI 3 document of the plugin's routes, as JSON text. The host
+    /// merges it into `/openapi.json` (and `/docs`) and refuses the plugin
+    /// if a path or a differing schema of the same name is already there.
     fn openapi_json() -> String;
-    /// Keeps the host context for later requests; called once.
+    /// Called once, after the manifest was accepted and before any request:
+    /// keep `host` (e.g. in a `OnceLock`) for later requests. An error
+    /// refuses the plugin; the host keeps running without it.
     fn init(host: HostContextBox) -> Result<(), HostError>;
-    /// Handles one request.
+    /// Handles one request under one of the plugin's route prefixes (the
+    /// full path is in [`FfiRequest::uri`]). The host polls the future on
+    /// its own runtime; every error should be a JSON [`FfiResponse::error`].
     fn handle(request: FfiRequest) -> impl Future<Output = FfiResponse> + Send + 'static;
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`]) as the library's root
 /// module. Use it once, in the `cdylib` crate root.
 ///
-/// ```ignore
-/// struct Hello;
-/// impl host_api::Plugin for Hello { /* ... */ }
-/// host_api::export_plugin!(Hello);
+/// ```
+/// use host_api::{FfiRequest, FfiResponse, HostContextBox, HostError, Plugin, PluginManifest};
+///
+/// struct Ping;
+///
+/// impl Plugin for Ping {
+///     fn manifest() -> PluginManifest {
+///         PluginManifest::new("@acme/plugin-ping", "Ping", "0.1.0").with_route("/api/ping")
+///     }
+///     fn openapi_json() -> String {
+///         r#"{"openapi":"3.0.0","info":{"title":"Ping","version":"0.1.0"},"paths":{}}"#.into()
+///     }
+///     fn init(_host: HostContextBox) -> Result<(), HostError> {
+///         Ok(())
+///     }
+///     async fn handle(_request: FfiRequest) -> FfiResponse {
+///         FfiResponse::json(200, r#"{"pong":true}"#)
+///     }
+/// }
+///
+/// host_api::export_plugin!(Ping);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
@@ -58,7 +91,7 @@ macro_rules! export_plugin {
 }
 
 /// Builds the root module for `P` with panic-catching shims. Called by
-/// [`crate::export_plugin!`].
+/// [`crate::export_plugin!`]; a plugin does not call it itself.
 pub fn root_module<P: Plugin>() -> PluginModRef {
     PluginMod {
         manifest: manifest_shim::<P>,
@@ -69,7 +102,15 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
     .leak_into_prefix()
 }
 
-/// The response a caught panic becomes.
+/// The response a caught panic becomes: a 500 with
+/// `{"error": ..., "code": "plugin_panicked"}`, naming nothing of the panic
+/// (its message could hold data the plugin was handling).
+///
+/// ```
+/// let r = host_api::export::panic_response();
+/// assert_eq!(r.status, 500);
+/// assert!(String::from_utf8_lossy(&r.body).contains("plugin_panicked"));
+/// ```
 pub fn panic_response() -> FfiResponse {
     FfiResponse::error(
         500,

@@ -81,6 +81,12 @@ impl std::fmt::Debug for FfiResponse {
 
 impl FfiResponse {
     /// A JSON response with the given status and already-serialised body.
+    ///
+    /// ```
+    /// let r = host_api::FfiResponse::json(200, r#"{"ok":true}"#);
+    /// assert_eq!(r.status, 200);
+    /// assert_eq!(r.headers[0].1.as_str(), "application/json; charset=utf-8");
+    /// ```
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Self {
             status,

@@ -13,6 +13,63 @@
 //! then forwards every HTTP request under the plugin's route prefixes to
 //! [`PluginMod::handle`] as an [`FfiRequest`].
 //!
+//! # A complete plugin
+//!
+//! A `cdylib` crate depending on `host-api` (`docs/writing-a-plugin.md`
+//! walks through it; `examples/hello-plugin` is the same plugin, built and
+//! loaded by the end-to-end tests):
+//!
+//! ```
+//! use std::sync::OnceLock;
+//!
+//! use host_api::{FfiRequest, FfiResponse, HostContextBox, HostError, ParamSpec, Plugin, PluginManifest};
+//!
+//! static HOST: OnceLock<HostContextBox> = OnceLock::new();
+//!
+//! struct Weather;
+//!
+//! impl Plugin for Weather {
+//!     fn manifest() -> PluginManifest {
+//!         PluginManifest::new("@acme/plugin-weather", "Weather", "1.0.0")
+//!             .with_route("/api/weather")
+//!             .with_param(ParamSpec::secret("WEATHER_API_KEY", "Key of the weather service", true))
+//!     }
+//!
+//!     fn openapi_json() -> String {
+//!         r#"{"openapi":"3.0.0","info":{"title":"Weather","version":"1.0.0"},
+//!             "paths":{"/api/weather":{"get":{"responses":{"200":{"description":"The forecast"}}}}}}"#
+//!             .into()
+//!     }
+//!
+//!     fn init(host: HostContextBox) -> Result<(), HostError> {
+//!         HOST.set(host).map_err(|_| HostError::new(HostError::INIT, "initialised twice"))
+//!     }
+//!
+//!     async fn handle(_request: FfiRequest) -> FfiResponse {
+//!         let Some(host) = HOST.get() else {
+//!             return FfiResponse::error(503, "not_initialised", "not initialised");
+//!         };
+//!         // Read the secret through the host; answer only whether it is set.
+//!         let configured = host.env().get("WEATHER_API_KEY").is_some();
+//!         FfiResponse::json(200, format!(r#"{{"configured":{configured}}}"#))
+//!     }
+//! }
+//!
+//! host_api::export_plugin!(Weather);
+//! # fn main() {}
+//! ```
+//!
+//! # What crosses the boundary
+//!
+//! Only the `#[repr(C)]`, [`StableAbi`] types of this crate, `abi_stable`'s
+//! `R*` types (`RString`, `RVec`, `ROption`, `RResult`, `RArc`, ...),
+//! [`FfiFuture`], `#[sabi_trait]` objects such as [`HostContextBox`], and
+//! `extern "C"` functions. Never `String`, `Box<dyn Trait>`, `Result`,
+//! `serde_json::Value`, or any `poem`/`tokio` type: their layout is not
+//! stable between separately compiled libraries. Structured data crosses as
+//! typed structs; only opaque payloads (the OpenAPI document, HTTP bodies)
+//! cross as text or bytes.
+//!
 //! # Evolving the interface
 //!
 //! `abi_stable` compares this crate's package version as part of the layout
@@ -46,4 +103,9 @@ pub use module::{PluginMod, PluginModRef};
 
 /// The interface version a plugin was built against, as the host reports it
 /// in error messages (`abi_stable` checks the real layout independently).
+///
+/// ```
+/// // This crate's package version: the one compared by the layout check.
+/// assert_eq!(host_api::INTERFACE_VERSION.split('.').count(), 3);
+/// ```
 pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -52,7 +52,14 @@ pub struct PluginManifest {
 }
 
 impl ParamSpec {
-    /// A sensitive string parameter.
+    /// A sensitive string parameter: a secret the host lists (redacted) in
+    /// `GET /api/secrets` and lets `PUT /api/secrets` write.
+    ///
+    /// ```
+    /// let p = host_api::ParamSpec::secret("OPENAI_API_KEY", "API key for OpenAI", true);
+    /// assert!(p.sensitive && p.required);
+    /// assert_eq!(p.kind.as_str(), "string");
+    /// ```
     pub fn secret(key: &str, description: &str, required: bool) -> Self {
         Self {
             key: key.into(),
@@ -63,7 +70,14 @@ impl ParamSpec {
         }
     }
 
-    /// A non-sensitive parameter of the given kind.
+    /// A non-sensitive, optional parameter of the given kind (`string`,
+    /// `boolean`, `number`). Its value is not a secret, and the secrets API
+    /// does not write it.
+    ///
+    /// ```
+    /// let p = host_api::ParamSpec::setting("OPENAI_MODEL", "string", "Model name");
+    /// assert!(!p.sensitive && !p.required);
+    /// ```
     pub fn setting(key: &str, kind: &str, description: &str) -> Self {
         Self {
             key: key.into(),
@@ -76,7 +90,8 @@ impl ParamSpec {
 }
 
 impl PluginManifest {
-    /// A manifest with no routes, parameters or description yet.
+    /// A manifest with no routes, parameters or description yet. `id` must
+    /// be unique among the host's plugins; `version` is the plugin's own.
     pub fn new(id: &str, name: &str, version: &str) -> Self {
         Self {
             id: id.into(),
@@ -94,13 +109,16 @@ impl PluginManifest {
         self
     }
 
-    /// Adds a route prefix.
+    /// Adds a route prefix: an absolute path without a trailing slash, made
+    /// of ASCII letters, digits and `/-_.`, e.g. `/api/weather`. The host
+    /// refuses a plugin whose prefix overlaps its own routes (`/api/plugins`,
+    /// `/api/health`, `/openapi.json`, `/docs`) or another plugin's.
     pub fn with_route(mut self, prefix: &str) -> Self {
         self.routes.push(prefix.into());
         self
     }
 
-    /// Adds a parameter.
+    /// Adds a parameter the plugin reads from the runtime environment.
     pub fn with_param(mut self, param: ParamSpec) -> Self {
         self.parameters.push(param);
         self

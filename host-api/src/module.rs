@@ -17,6 +17,10 @@ use crate::{FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest};
 /// a plugin built against an older one, as long as fields are only ever
 /// added after the last prefix field. Use [`crate::export_plugin!`] rather
 /// than filling it by hand: its shims catch panics at every entry point.
+///
+/// The host reaches it through [`PluginModRef`], which `abi_stable` hands
+/// out only after checking that the library's layout of every type here
+/// matches the host's.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -34,6 +38,9 @@ pub struct PluginMod {
     pub handle: extern "C" fn(FfiRequest) -> FfiFuture<FfiResponse>,
 }
 
+/// The root module's identity: `abi_stable` finds it in a library by
+/// `BASE_NAME` and compares `VERSION_STRINGS` (this crate's version) and the
+/// full layout before the host may call anything.
 impl RootModule for PluginModRef {
     declare_root_module_statics! {PluginModRef}
     const BASE_NAME: &'static str = "demo_host_plugin";

@@ -24,6 +24,8 @@ pub struct Artifacts {
     pub panicking: PathBuf,
     /// The fixture plugin built against an incompatible interface.
     pub incompatible: PathBuf,
+    /// The example plugin of `docs/writing-a-plugin.md`.
+    pub hello: PathBuf,
 }
 
 fn lib_name(crate_name: &str) -> String {
@@ -46,13 +48,16 @@ pub fn artifacts() -> Result<&'static Artifacts> {
 }
 
 fn build() -> Result<Artifacts> {
-    // The test executable lives in <target>/<profile>/deps/.
+    // A test executable lives in <target>/<profile>/deps/, a tool run with
+    // `cargo run` in <target>/<profile>/.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
         .context("unexpected test executable location")?
         .to_owned();
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir.pop();
+    }
     let target_dir = profile_dir.parent().context("no target folder")?.to_owned();
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev".to_owned(),
@@ -73,6 +78,8 @@ fn build() -> Result<Artifacts> {
             "panicking-plugin",
             "-p",
             "incompatible-plugin",
+            "-p",
+            "hello-plugin",
         ])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -87,12 +94,14 @@ fn build() -> Result<Artifacts> {
         secrets: profile_dir.join(lib_name("secrets-plugin")),
         panicking: profile_dir.join(lib_name("panicking-plugin")),
         incompatible: profile_dir.join(lib_name("incompatible-plugin")),
+        hello: profile_dir.join(lib_name("hello-plugin")),
     };
     for path in [
         &artifacts.host,
         &artifacts.secrets,
         &artifacts.panicking,
         &artifacts.incompatible,
+        &artifacts.hello,
     ] {
         if !path.exists() {
             bail!("expected artifact {} is missing", path.display());
