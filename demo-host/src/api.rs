@@ -53,9 +53,8 @@ struct PluginList {
     plugins: Vec<PluginInfo>,
 }
 
-/// Body of `PUT /api/plugins/{id}`.
+/// Body of `PUT /api/plugins/{id}`. Unknown fields are ignored.
 #[derive(Object)]
-#[oai(deny_unknown_fields)]
 struct TogglePlugin {
     /// The new state.
     enabled: bool,

@@ -19,7 +19,7 @@ use crate::{
     auth,
     bridge::PluginEndpoint,
     config_store::ConfigStore,
-    errors::render_error,
+    errors::{AllowHeader, render_error},
     host_context::HostServices,
     key_policy::KeyPolicy,
     loader::{self, LoadedPlugin},
@@ -288,6 +288,8 @@ impl Host {
                 }
             })
             .catch_all_error(render_error)
+            // Outside the renderer, so poem's own 405s are responses by now.
+            .with(AllowHeader::new(&self.openapi))
             .map_to_response()
             .into_endpoint()
     }

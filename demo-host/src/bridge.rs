@@ -34,8 +34,13 @@ impl PluginEndpoint {
     }
 }
 
+/// How long a request body may stall between two reads before the request
+/// is refused with 408.
+pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads a body, refusing with 413 as soon as it exceeds `limit` bytes
-/// (whatever `Content-Length` claims).
+/// (whatever `Content-Length` claims), and with 408 when it stalls for
+/// [`BODY_IDLE_TIMEOUT`].
 pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<Vec<u8>> {
     if let Some(len) = req
         .headers()
@@ -48,15 +53,36 @@ pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<
     }
     let mut body = Vec::new();
     let mut reader = req.take_body().into_async_read().take(limit as u64 + 1);
-    reader.read_to_end(&mut body).await.map_err(|_| {
-        json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            "the request body could not be read",
-        )
-    })?;
-    if body.len() > limit {
-        return Err(too_large(limit));
+    loop {
+        // A client that stalls mid-body would otherwise hold the request
+        // (and its connection) open for ever. Reads go straight into
+        // `body` (no zeroed scratch buffer per request: most have no body).
+        let read = tokio::time::timeout(BODY_IDLE_TIMEOUT, reader.read_buf(&mut body))
+            .await
+            .map_err(|_| {
+                json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    &format!(
+                        "the request body stalled for more than {} s",
+                        BODY_IDLE_TIMEOUT.as_secs()
+                    ),
+                )
+            })?;
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => {
+                return Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read",
+                ));
+            }
+        }
+        if body.len() > limit {
+            return Err(too_large(limit));
+        }
     }
     Ok(body)
 }

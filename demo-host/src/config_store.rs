@@ -6,6 +6,18 @@
 //! and unrelated tables survive, and replaced atomically (temp file in the same
 //! folder, fsync, rename, fsync of the folder) with mode 0600 because the file
 //! holds secrets. Errors carry paths, key names and positions, never values.
+//!
+//! A file that existed once and has since been removed is not silently
+//! recreated: that would drop every secret it held from disk while the
+//! runtime still used them, so such a write fails until the file is restored
+//! or the host restarted.
+//!
+//! Fault injection for tests (debug builds only, so a release host has no
+//! such path): when the host starts with `DEMO_HOST_FAULT_FILE` naming a
+//! file, every write first reads that file; `disk-full` makes writing the
+//! temporary file fail with "no space left", `read-only` makes creating it
+//! fail with "read-only file system". Requests cannot reach it: it is read
+//! from the process environment once, at construction.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +25,7 @@ use std::fs::{self, DirBuilder, File, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use toml_edit::{DocumentMut, InlineTable, Item, Table, TableLike, Value};
@@ -60,7 +73,16 @@ pub struct ConfigStore {
     path: PathBuf,
     /// Serialises writers within this process.
     write_lock: Mutex<()>,
+    /// The file has been seen on disk (read or written) by this store.
+    existed: AtomicBool,
+    /// Debug builds: the file that switches injected write faults on.
+    #[cfg(debug_assertions)]
+    fault_file: Option<PathBuf>,
 }
+
+/// The environment variable naming the fault-injection file (debug builds).
+#[cfg(debug_assertions)]
+pub const FAULT_FILE_ENV: &str = "DEMO_HOST_FAULT_FILE";
 
 /// Why the config file could not be read or written.
 ///
@@ -90,6 +112,16 @@ pub enum ConfigError {
         column: usize,
         /// The parser's short reason, without any file content.
         reason: String,
+    },
+    /// The file existed and was removed while the host ran: recreating it
+    /// would lose every secret it held, so nothing is written.
+    #[error(
+        "config file {path} was removed while the host was running; nothing was written \
+         (restore the file or restart the host)"
+    )]
+    Vanished {
+        /// The config file path.
+        path: PathBuf,
     },
     /// Valid TOML of the wrong shape, e.g. `env = 3` or `enabled = "yes"`.
     #[error("config file {path}: {message}")]
@@ -124,6 +156,15 @@ impl fmt::Debug for ConfigSnapshot {
     }
 }
 
+/// Where in a write an injected fault strikes (debug builds only).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FaultStage {
+    /// Creating the temporary file.
+    Create,
+    /// Writing the new content into it.
+    Write,
+}
+
 /// One requested change of the `[env]` table: `Some(v)` sets, `None` removes the key.
 pub type EnvEdit = (String, Option<String>);
 
@@ -133,6 +174,9 @@ impl ConfigStore {
         Self {
             path: path.into(),
             write_lock: Mutex::new(()),
+            existed: AtomicBool::new(false),
+            #[cfg(debug_assertions)]
+            fault_file: std::env::var_os(FAULT_FILE_ENV).map(PathBuf::from),
         }
     }
 
@@ -144,9 +188,11 @@ impl ConfigStore {
     /// Reads, parses and extracts the config. A missing file is an empty
     /// snapshot (and is not created); invalid content is a `Parse` or `Shape` error.
     pub fn load(&self) -> Result<ConfigSnapshot, ConfigError> {
+        self.remove_stale_temp_files();
         match self.read_text()? {
             None => Ok(ConfigSnapshot::default()),
             Some(text) => {
+                self.existed.store(true, Ordering::Relaxed);
                 let doc = self.parse(&text)?;
                 self.extract(&doc)
             }
@@ -237,6 +283,13 @@ impl ConfigStore {
             .unwrap_or_else(PoisonError::into_inner);
 
         let original = self.read_text()?;
+        if original.is_some() {
+            self.existed.store(true, Ordering::Relaxed);
+        } else if self.existed.load(Ordering::Relaxed) {
+            return Err(ConfigError::Vanished {
+                path: self.path.clone(),
+            });
+        }
         let mut doc = self.parse(original.as_deref().unwrap_or(""))?;
         edit(&mut doc);
         let text = doc.to_string();
@@ -255,6 +308,7 @@ impl ConfigStore {
             self.tighten_mode()?;
         } else if original.is_some() || !text.is_empty() {
             self.write_atomic(text.as_bytes(), true)?;
+            self.existed.store(true, Ordering::Relaxed);
         }
         Ok(snapshot)
     }
@@ -276,7 +330,10 @@ impl ConfigStore {
         // No-clobber rename: another process may create the file meanwhile,
         // and its content must win over our template.
         match self.write_atomic(DEFAULT_CONFIG.as_bytes(), false) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.existed.store(true, Ordering::Relaxed);
+                Ok(true)
+            }
             Err(ConfigError::Io { source, .. })
                 if source.kind() == io::ErrorKind::AlreadyExists =>
             {
@@ -415,6 +472,7 @@ impl ConfigStore {
             Some(name) => format!(".{}.", name.to_string_lossy()),
             None => ".milady.toml.".to_owned(),
         };
+        self.injected_fault(FaultStage::Create)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(&prefix)
             .suffix(".tmp")
@@ -425,6 +483,7 @@ impl ConfigStore {
         tmp.as_file()
             .set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(|err| self.io("set permissions of", err))?;
+        self.injected_fault(FaultStage::Write)?;
         tmp.write_all(bytes).map_err(|err| self.io("write", err))?;
         tmp.as_file()
             .sync_all()
@@ -443,6 +502,47 @@ impl ConfigStore {
             .map_err(|err| self.io("sync folder of", err))?;
         tracing::debug!(path = %self.path.display(), "config file written");
         Ok(())
+    }
+
+    /// Removes the temporary files that writes killed mid-way (SIGKILL,
+    /// power loss) left next to the config file: they may hold secrets and
+    /// nothing will ever read them. Done when the config is loaded, i.e. at
+    /// start-up, before any write of this process; failures are ignored.
+    fn remove_stale_temp_files(&self) {
+        let Ok(target) = self.write_target() else {
+            return;
+        };
+        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let prefix = format!(".{}.", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let mut removed = 0usize;
+        for entry in entries.filter_map(Result::ok) {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            if file_name.starts_with(&prefix)
+                && file_name.ends_with(".tmp")
+                && entry.file_type().is_ok_and(|t| t.is_file())
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                path = %self.path.display(),
+                removed,
+                "removed temporary files left by an interrupted write"
+            );
+        }
     }
 
     /// The file to replace: the target of a symlink rather than the link, so
@@ -479,6 +579,39 @@ impl ConfigStore {
             fs::set_permissions(&self.path, Permissions::from_mode(FILE_MODE))
                 .map_err(|err| self.io("set permissions of", err))?;
         }
+        Ok(())
+    }
+
+    /// Debug builds: the fault the fault-injection file asks for at `stage`,
+    /// as the I/O error a real fault of that kind gives.
+    #[cfg(debug_assertions)]
+    fn injected_fault(&self, stage: FaultStage) -> Result<(), ConfigError> {
+        let Some(file) = &self.fault_file else {
+            return Ok(());
+        };
+        let wanted = fs::read_to_string(file).unwrap_or_default();
+        match (wanted.trim(), stage) {
+            ("disk-full", FaultStage::Write) => Err(self.io(
+                "write",
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "No space left on device (injected fault)",
+                ),
+            )),
+            ("read-only", FaultStage::Create) => Err(self.io(
+                "create temp file for",
+                io::Error::new(
+                    io::ErrorKind::ReadOnlyFilesystem,
+                    "Read-only file system (injected fault)",
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Release builds have no fault injection.
+    #[cfg(not(debug_assertions))]
+    fn injected_fault(&self, _stage: FaultStage) -> Result<(), ConfigError> {
         Ok(())
     }
 
@@ -1148,6 +1281,79 @@ y = { a = 1 }
         assert!(fs::symlink_metadata(&link)?.file_type().is_symlink());
         assert_eq!(store.load()?.env.get("K").map(String::as_str), Some("v"));
         assert_eq!(mode(&real)?, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_removed_while_running_is_not_recreated() -> TestResult {
+        let (dir, store) = temp_store()?;
+        fs::write(store.path(), SAMPLE)?;
+        store.load()?;
+        fs::remove_file(store.path())?;
+        let err = store
+            .apply_env(&[edit("K", Some("sk-canary-value"))])
+            .expect_err("recreating would drop every other secret from disk");
+        assert!(matches!(err, ConfigError::Vanished { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("removed while the host was running")
+        );
+        assert!(store.set_plugin_enabled("p", true).is_err());
+        assert!(dir_names(dir.path())?.is_empty());
+        // Restored by hand: writes work again.
+        fs::write(store.path(), SAMPLE)?;
+        store.apply_env(&[edit("K", Some("v"))])?;
+        assert_eq!(store.load()?.env.get("K").map(String::as_str), Some("v"));
+        Ok(())
+    }
+
+    #[test]
+    fn temp_files_of_interrupted_writes_are_removed_on_load() -> TestResult {
+        let (dir, store) = temp_store()?;
+        fs::write(store.path(), SAMPLE)?;
+        fs::write(
+            dir.path().join(".milady.toml.a1B2c3.tmp"),
+            "sk-half-written",
+        )?;
+        fs::write(dir.path().join(".other.toml.x.tmp"), "not ours")?;
+        fs::write(dir.path().join("notes.tmp"), "not ours")?;
+        store.load()?;
+        assert_eq!(
+            dir_names(dir.path())?,
+            [".other.toml.x.tmp", "milady.toml", "notes.tmp"]
+        );
+        Ok(())
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn injected_faults_fail_the_write_and_change_nothing() -> TestResult {
+        let (dir, mut store) = temp_store()?;
+        let fault = tempfile::NamedTempFile::new()?;
+        store.fault_file = Some(fault.path().to_owned());
+        fs::write(store.path(), SAMPLE)?;
+        for (mode_name, action) in [
+            ("disk-full", "write"),
+            ("read-only", "create temp file for"),
+        ] {
+            fs::write(fault.path(), mode_name)?;
+            let err = store
+                .apply_env(&[edit("OPENAI_API_KEY", Some("sk-canary-value"))])
+                .expect_err("the injected fault fails the write");
+            assert!(
+                matches!(&err, ConfigError::Io { action: a, .. } if *a == action),
+                "{err:?}"
+            );
+            assert!(!err.to_string().contains("sk-canary-value"));
+            assert_eq!(fs::read_to_string(store.path())?, SAMPLE);
+            assert_eq!(dir_names(dir.path())?, ["milady.toml"]);
+        }
+        fs::write(fault.path(), "")?;
+        store.apply_env(&[edit("OPENAI_API_KEY", Some("sk-new"))])?;
+        assert_eq!(
+            store.load()?.env.get("OPENAI_API_KEY").map(String::as_str),
+            Some("sk-new")
+        );
         Ok(())
     }
 

@@ -5,24 +5,61 @@
 //! from the config file for keys the process does not set. API writes apply
 //! on top. `std::env::set_var` is never called: it is unsound once threads
 //! run, and every plugin library links its own `std` anyway.
+//!
+//! Group commit: updates that arrive while a durable write is in progress
+//! queue up, and the next writer commits all of them, in arrival order, in
+//! one config write (one fsync) instead of one each. Each update keeps its
+//! own compare-and-set check, its own version and its own all-or-nothing
+//! outcome; if a shared write fails, the updates are retried one write each,
+//! so a failure is reported exactly as without batching.
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, RwLock},
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use abi_stable::std_types::{RArc, RString, RVec};
 use host_api::{EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostError};
 
-use crate::{config_store::ConfigStore, key_policy::KeyPolicy};
+use crate::{
+    config_store::{ConfigStore, EnvEdit},
+    key_policy::KeyPolicy,
+};
+
+type Outcome = Result<EnvUpdate, HostError>;
 
 /// The host's runtime environment and its durable update path.
 pub struct RuntimeEnv {
     current: RwLock<RArc<EnvSnapshot>>,
-    /// Held across persist + apply so version checks and writes are atomic.
-    writer: Mutex<()>,
+    /// Updates waiting for a durable write, and their outcomes.
+    queue: Mutex<CommitQueue>,
+    /// Signalled whenever a writer finishes a batch.
+    committed: Condvar,
+    /// Config writes made so far (each covers one or more updates).
+    commits: AtomicU64,
     config: Arc<ConfigStore>,
     policy: KeyPolicy,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    next_ticket: u64,
+    /// In arrival order.
+    pending: Vec<Pending>,
+    /// A thread is committing a batch; at most one at a time, which is what
+    /// makes version checks and writes atomic.
+    writing: bool,
+    /// Outcomes not yet collected by their callers.
+    done: HashMap<u64, Outcome>,
+}
+
+struct Pending {
+    ticket: u64,
+    edits: Vec<EnvEdit>,
+    expected: Option<u64>,
 }
 
 impl RuntimeEnv {
@@ -49,7 +86,9 @@ impl RuntimeEnv {
         }
         Self {
             current: RwLock::new(RArc::new(snapshot_from(1, vars))),
-            writer: Mutex::new(()),
+            queue: Mutex::new(CommitQueue::default()),
+            committed: Condvar::new(),
+            commits: AtomicU64::new(0),
             config,
             policy,
         }
@@ -68,9 +107,16 @@ impl RuntimeEnv {
         &self.policy
     }
 
-    /// Applies every change or none: checks keys and `expected_version`
-    /// under the writer lock, writes the config file durably, then swaps in
-    /// the new snapshot. Blocking (disk I/O): call it off the async runtime.
+    /// How many config writes updates have made so far; with concurrent
+    /// updates, fewer than the updates (see the module notes).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Applies every change or none: checks keys, then (in arrival order
+    /// with any concurrent updates) checks `expected_version`, writes the
+    /// config file durably and swaps in the new snapshot before returning.
+    /// Blocking (disk I/O): call it off the async runtime.
     pub fn update_blocking(
         &self,
         changes: &[EnvChange],
@@ -94,18 +140,7 @@ impl RuntimeEnv {
                 format!("{} environment keys refused", rejected.details.len()).into();
             return Err(rejected);
         }
-
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.snapshot();
-        if let Some(expected) = expected_version
-            && expected != current.version
-        {
-            return Err(HostError::new(
-                HostError::CONFLICT,
-                "the environment changed since it was read",
-            ));
-        }
-        let edits: Vec<(String, Option<String>)> = changes
+        let edits: Vec<EnvEdit> = changes
             .iter()
             .map(|c| {
                 (
@@ -114,10 +149,107 @@ impl RuntimeEnv {
                 )
             })
             .collect();
-        self.config
-            .apply_env(&edits)
-            .map_err(|e| HostError::new(HostError::STORAGE, e.to_string()))?;
 
+        let mut queue = self.lock_queue();
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.pending.push(Pending {
+            ticket,
+            edits,
+            expected: expected_version,
+        });
+        loop {
+            if let Some(outcome) = queue.done.remove(&ticket) {
+                return outcome;
+            }
+            if !queue.writing {
+                // Commit everything queued so far, this update included.
+                queue.writing = true;
+                let batch = std::mem::take(&mut queue.pending);
+                drop(queue);
+                let writing = Writing {
+                    env: self,
+                    tickets: batch.iter().map(|p| p.ticket).collect(),
+                    own: ticket,
+                };
+                let outcomes = self.commit(batch);
+                self.lock_queue().done.extend(outcomes);
+                drop(writing);
+                queue = self.lock_queue();
+                continue;
+            }
+            queue = self
+                .committed
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, CommitQueue> {
+        // Nothing panics while the lock is held; ignore poisoning.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits a batch in one config write; returns each update's outcome.
+    fn commit(&self, batch: Vec<Pending>) -> Vec<(u64, Outcome)> {
+        let current = self.snapshot();
+        let mut version = current.version;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut accepted = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter().enumerate() {
+            if p.expected.is_some_and(|e| e != version) {
+                outcomes.push((p.ticket, Err(conflict())));
+            } else {
+                version += 1;
+                accepted.push(i);
+            }
+        }
+        if accepted.is_empty() {
+            return outcomes;
+        }
+        let edits: Vec<EnvEdit> = accepted
+            .iter()
+            .flat_map(|&i| batch[i].edits.iter().cloned())
+            .collect();
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        match self.config.apply_env(&edits) {
+            Ok(_) => {
+                self.publish(&current, &edits, version);
+                for (n, &i) in accepted.iter().enumerate() {
+                    let version = current.version + 1 + n as u64;
+                    outcomes.push((batch[i].ticket, Ok(EnvUpdate { version })));
+                }
+                outcomes
+            }
+            // Retry one write per update, in order, so each outcome (and the
+            // version checks) are exactly those of updates made one by one.
+            Err(_) if accepted.len() > 1 => batch
+                .into_iter()
+                .map(|p| (p.ticket, self.commit_one(p)))
+                .collect(),
+            Err(e) => {
+                outcomes.push((batch[accepted[0]].ticket, Err(storage(&e))));
+                outcomes
+            }
+        }
+    }
+
+    fn commit_one(&self, update: Pending) -> Outcome {
+        let current = self.snapshot();
+        if update.expected.is_some_and(|e| e != current.version) {
+            return Err(conflict());
+        }
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.config
+            .apply_env(&update.edits)
+            .map_err(|e| storage(&e))?;
+        let version = current.version + 1;
+        self.publish(&current, &update.edits, version);
+        Ok(EnvUpdate { version })
+    }
+
+    /// Swaps in `current` with `edits` applied in order, as `version`.
+    fn publish(&self, current: &EnvSnapshot, edits: &[EnvEdit], version: u64) {
         let mut vars: BTreeMap<String, (String, EnvSource)> = current
             .vars
             .iter()
@@ -125,15 +257,50 @@ impl RuntimeEnv {
             .collect();
         for (key, value) in edits {
             match value {
-                Some(v) => vars.insert(key, (v, EnvSource::Api)),
-                None => vars.remove(&key),
+                Some(v) => vars.insert(key.clone(), (v.clone(), EnvSource::Api)),
+                None => vars.remove(key),
             };
         }
-        let version = current.version + 1;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             RArc::new(snapshot_from(version, vars));
-        Ok(EnvUpdate { version })
     }
+}
+
+/// Ends a writer's turn, also when it panics: the next update may write,
+/// and every waiter of the batch gets an outcome (an error if none was set).
+struct Writing<'a> {
+    env: &'a RuntimeEnv,
+    tickets: Vec<u64>,
+    /// The writer's own update: a panic reaches its caller directly.
+    own: u64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.env.lock_queue();
+        queue.writing = false;
+        for &ticket in self.tickets.iter().filter(|&&t| t != self.own) {
+            queue.done.entry(ticket).or_insert_with(|| {
+                Err(HostError::new(
+                    HostError::INTERNAL,
+                    "the environment update failed",
+                ))
+            });
+        }
+        drop(queue);
+        self.env.committed.notify_all();
+    }
+}
+
+fn conflict() -> HostError {
+    HostError::new(
+        HostError::CONFLICT,
+        "the environment changed since it was read",
+    )
+}
+
+fn storage(e: &crate::config_store::ConfigError) -> HostError {
+    HostError::new(HostError::STORAGE, e.to_string())
 }
 
 fn snapshot_from(version: u64, vars: BTreeMap<String, (String, EnvSource)>) -> EnvSnapshot {
@@ -147,5 +314,161 @@ fn snapshot_from(version: u64, vars: BTreeMap<String, (String, EnvSource)>) -> E
                 source,
             })
             .collect::<RVec<_>>(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abi_stable::std_types::{RNone, RSome};
+
+    fn env_in(dir: &std::path::Path) -> RuntimeEnv {
+        let config = Arc::new(ConfigStore::new(dir.join("milady.toml")));
+        RuntimeEnv::new(
+            [("FROM_PROCESS".to_owned(), "p".to_owned())],
+            &BTreeMap::new(),
+            &[],
+            config,
+            KeyPolicy::new(Vec::<String>::new()),
+        )
+    }
+
+    fn set(key: &str, value: &str) -> EnvChange {
+        EnvChange {
+            key: key.into(),
+            value: RSome(value.into()),
+        }
+    }
+
+    #[test]
+    fn concurrent_updates_all_land_with_distinct_versions() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let env = Arc::new(env_in(dir.path()));
+        let threads = 24;
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let env = Arc::clone(&env);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    env.update_blocking(&[set(&format!("KEY_{i}"), &format!("value-{i}"))], None)
+                })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for w in workers {
+            let outcome = w.join().map_err(|_| "worker panicked")?;
+            versions.push(outcome.map_err(|e| e.message.to_string())?.version);
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (2..2 + threads as u64).collect::<Vec<_>>());
+        let snap = env.snapshot();
+        assert_eq!(snap.version, 1 + threads as u64);
+        let on_disk = ConfigStore::new(dir.path().join("milady.toml")).load()?;
+        for i in 0..threads {
+            let key = format!("KEY_{i}");
+            assert_eq!(
+                snap.get(&key).map(|v| v.value.to_string()),
+                Some(format!("value-{i}"))
+            );
+            assert_eq!(on_disk.env.get(&key), Some(&format!("value-{i}")));
+        }
+        assert_eq!(
+            snap.get("FROM_PROCESS").map(|v| v.source),
+            Some(EnvSource::Process)
+        );
+        assert!(env.commits() >= 1 && env.commits() <= threads as u64);
+        Ok(())
+    }
+
+    #[test]
+    fn compare_and_set_admits_one_of_racing_updates() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let env = Arc::new(env_in(dir.path()));
+        let seen = env.snapshot().version;
+        let threads = 8;
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let env = Arc::clone(&env);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    env.update_blocking(&[set("SHARED", &format!("v{i}"))], Some(seen))
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for w in workers {
+            match w.join().map_err(|_| "worker panicked")? {
+                Ok(update) => won.push(update.version),
+                Err(e) => assert_eq!(e.code.as_str(), HostError::CONFLICT),
+            }
+        }
+        assert_eq!(won, vec![seen + 1]);
+        assert_eq!(env.snapshot().version, seen + 1);
+        Ok(())
+    }
+
+    #[test]
+    fn later_update_of_a_key_wins_and_clear_removes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let env = env_in(dir.path());
+        env.update_blocking(&[set("A", "1"), set("A", "2"), set("B", "x")], None)
+            .map_err(|e| e.message.to_string())?;
+        env.update_blocking(
+            &[EnvChange {
+                key: "B".into(),
+                value: RNone,
+            }],
+            None,
+        )
+        .map_err(|e| e.message.to_string())?;
+        let snap = env.snapshot();
+        assert_eq!(snap.get("A").map(|v| v.value.to_string()), Some("2".into()));
+        assert!(snap.get("B").is_none());
+        let on_disk = ConfigStore::new(dir.path().join("milady.toml")).load()?;
+        assert_eq!(on_disk.env.get("A"), Some(&"2".to_owned()));
+        assert!(!on_disk.env.contains_key("B"));
+        Ok(())
+    }
+
+    #[test]
+    fn failed_write_changes_nothing_for_any_update() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("milady.toml");
+        std::fs::write(&path, "[env\nbroken")?;
+        let env = Arc::new(env_in(dir.path()));
+        let workers: Vec<_> = (0..6)
+            .map(|i| {
+                let env = Arc::clone(&env);
+                std::thread::spawn(move || env.update_blocking(&[set(&format!("K{i}"), "v")], None))
+            })
+            .collect();
+        for w in workers {
+            let err = w
+                .join()
+                .map_err(|_| "worker panicked")?
+                .expect_err("the file is invalid");
+            assert_eq!(err.code.as_str(), HostError::STORAGE);
+        }
+        assert_eq!(env.snapshot().version, 1);
+        assert_eq!(std::fs::read_to_string(&path)?, "[env\nbroken");
+        Ok(())
+    }
+
+    #[test]
+    fn refused_keys_never_reach_the_queue() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let env = env_in(dir.path());
+        let err = env
+            .update_blocking(&[set("LD_PRELOAD", "x"), set("OK_KEY", "v")], None)
+            .expect_err("blocked key");
+        assert_eq!(err.code.as_str(), HostError::REJECTED);
+        assert_eq!(env.commits(), 0);
+        assert!(!dir.path().join("milady.toml").exists());
+        Ok(())
     }
 }

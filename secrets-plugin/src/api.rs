@@ -27,6 +27,7 @@ const NO_STORE: &str = "no-store";
 pub struct SecretsApi {
     host: Option<HostContextBox>,
     index: IndexCache,
+    bodies: crate::render::BodyCache,
     /// Distinguishes this process's ETags from those of an earlier run.
     boot: u64,
 }
@@ -43,6 +44,7 @@ impl SecretsApi {
         Self {
             host,
             index: IndexCache::default(),
+            bodies: Default::default(),
             boot,
         }
     }
@@ -162,6 +164,7 @@ pub struct SecretsView {
 struct SecretsUpdateSchema {
     /// Key → new value. A non-empty string sets the key; `""` clears it
     /// (removed from the config file and the runtime environment).
+    #[oai(validator(min_properties = 1))]
     secrets: BTreeMap<String, String>,
 }
 
@@ -257,7 +260,7 @@ enum GetResponse {
     /// Every known secret, redacted.
     #[oai(status = 200)]
     Ok(
-        Json<SecretsView>,
+        crate::render::SecretsBody,
         /// Always `no-store`.
         #[oai(header = "Cache-Control")]
         String,
@@ -305,6 +308,10 @@ enum PutResponse {
     /// `If-Match` names a state that is no longer current; nothing changed.
     #[oai(status = 412)]
     PreconditionFailed(Json<SecretsError>),
+    /// The body stalled mid-way for longer than the host allows; nothing changed.
+    #[allow(dead_code)] // produced by the host before the plugin sees the body
+    #[oai(status = 408)]
+    BodyTimeout(Json<SecretsError>),
     /// The body exceeds the host's limit (1 MiB by default).
     #[allow(dead_code)] // produced by the host before the plugin sees the body
     #[oai(status = 413)]
@@ -352,10 +359,12 @@ impl SecretsApi {
         };
         let registry = host.registry();
         let env = host.env();
-        let index = self.index.get(&registry);
-        let view = view(&index, &env);
+        // Rendered once per (registry, environment) version pair.
+        let body = self
+            .bodies
+            .get(&registry, &env, || self.index.get(&registry));
         GetResponse::Ok(
-            Json(view),
+            body,
             NO_STORE.into(),
             self.etag(env.version, registry.version),
         )
@@ -382,13 +391,6 @@ impl SecretsApi {
         };
         let registry = host.registry();
         let env = host.env();
-        let expected = match if_match.0.as_deref().map(str::trim) {
-            None | Some("*") => None,
-            Some(tag) => match self.expected_version(tag, registry.version) {
-                Some(v) => Some(v),
-                None => return PutResponse::PreconditionFailed(stale()),
-            },
-        };
         let index = self.index.get(&registry);
         let changes = match validate::validate(&body.0.0, &index, &env, |k| {
             host.check_env_key(k.into())
@@ -400,6 +402,14 @@ impl SecretsApi {
                 return PutResponse::BadRequest(error(code, message));
             }
             Err(Invalid::Keys(rejected)) => return PutResponse::BadRequest(rejection(rejected)),
+        };
+        // After validation: a malformed body is a 400 whatever `If-Match` says.
+        let expected = match if_match.0.as_deref().map(str::trim) {
+            None | Some("*") => None,
+            Some(tag) => match self.expected_version(tag, registry.version) {
+                Some(v) => Some(v),
+                None => return PutResponse::PreconditionFailed(stale()),
+            },
         };
         let ffi_changes: RVec<EnvChange> = changes
             .iter()

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod index;
 pub mod redact;
+pub mod render;
 pub mod validate;
 
 use std::sync::OnceLock;

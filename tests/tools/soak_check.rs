@@ -47,6 +47,8 @@ pub struct Report {
     pub rss_peak_kib: u64,
     /// Resident memory at the end, KiB.
     pub rss_after_kib: u64,
+    /// Resident memory sampled during the traffic: (seconds, KiB).
+    pub rss_timeline: Vec<(u64, u64)>,
     /// Median and 99th-percentile latency, µs.
     pub latency_p50_us: u64,
     /// See `latency_p50_us`.
@@ -81,6 +83,12 @@ impl fmt::Display for Report {
             self.rss_peak_kib,
             self.clean_shutdown
         )?;
+        let timeline: Vec<String> = self
+            .rss_timeline
+            .iter()
+            .map(|(s, kib)| format!("{s}s:{kib}"))
+            .collect();
+        write!(f, "; RSS during the run (KiB): {}", timeline.join(" "))?;
         if let Some(e) = &self.first_error {
             write!(f, "; first error: {e}")?;
         }
@@ -135,9 +143,17 @@ pub async fn run(settings: &Settings) -> Result<Report> {
         ));
     }
     let mut rss_peak = rss_before;
+    let mut rss_timeline = Vec::new();
+    let step = (settings.duration / 6).max(Duration::from_millis(250));
+    let mut next_sample = started + step;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        rss_peak = rss_peak.max(host.rss_kib().unwrap_or(0));
+        let rss = host.rss_kib().unwrap_or(0);
+        rss_peak = rss_peak.max(rss);
+        if Instant::now() >= next_sample {
+            rss_timeline.push((started.elapsed().as_secs(), rss));
+            next_sample += step;
+        }
     }
     let mut outcomes = Vec::new();
     for task in tasks {
@@ -231,6 +247,7 @@ pub async fn run(settings: &Settings) -> Result<Report> {
         rss_before_kib: rss_before,
         rss_peak_kib: rss_peak.max(rss_after),
         rss_after_kib: rss_after,
+        rss_timeline,
         latency_p50_us: pct(0.50),
         latency_p99_us: pct(0.99),
         elapsed,
