@@ -202,7 +202,7 @@ impl HostApi {
             )),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not persist a plugin toggle");
-                ToggleResponse::Storage(error_body("storage_error", &e.to_string()))
+                ToggleResponse::Storage(error_body("storage_error", &e.client_message()))
             }
             Err(_) => {
                 ToggleResponse::Storage(error_body("internal_error", "the toggle task failed"))

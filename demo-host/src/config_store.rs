@@ -133,6 +133,36 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The message for an API client: the cause without the file's path
+    /// (an internal detail the log keeps) and, like every variant, without
+    /// any value.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Io { action, source, .. } => match source.raw_os_error() {
+                Some(code) => format!(
+                    "cannot {action} the config file: {} (os error {code})",
+                    source.kind()
+                ),
+                None => format!("cannot {action} the config file: {}", source.kind()),
+            },
+            Self::Parse {
+                line,
+                column,
+                reason,
+                ..
+            } => format!(
+                "the config file is not valid TOML at line {line}, column {column}: {reason}; \
+                 fix it by hand (nothing was written)"
+            ),
+            Self::Vanished { .. } => "the config file was removed while the host was running; \
+                 nothing was written (restore the file or restart the host)"
+                .to_owned(),
+            Self::Shape { message, .. } => format!("the config file is malformed: {message}"),
+        }
+    }
+}
+
 /// What the host reads from the config file.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConfigSnapshot {
@@ -1397,5 +1427,43 @@ y = { a = 1 }
                 prop_assert_eq!(text.lines().count(), 2 + model.len());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod client_message_tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_name_the_cause_but_not_the_path() {
+        let path = PathBuf::from("/srv/private-folder/milady.toml");
+        let errors = [
+            ConfigError::Io {
+                action: "replace",
+                path: path.clone(),
+                source: io::Error::new(io::ErrorKind::StorageFull, "/srv/private-folder/.tmp"),
+            },
+            ConfigError::Parse {
+                path: path.clone(),
+                line: 3,
+                column: 7,
+                reason: "invalid string".into(),
+            },
+            ConfigError::Vanished { path: path.clone() },
+            ConfigError::Shape {
+                path,
+                message: "`env.X` must be a string".into(),
+            },
+        ];
+        for e in &errors {
+            let m = e.client_message();
+            assert!(!m.contains("private-folder"), "{m}");
+            assert!(
+                e.to_string().contains("private-folder"),
+                "the log keeps the path"
+            );
+        }
+        assert!(errors[0].client_message().contains("no storage space"));
+        assert!(errors[1].client_message().contains("line 3, column 7"));
     }
 }

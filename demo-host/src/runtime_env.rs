@@ -299,8 +299,11 @@ fn conflict() -> HostError {
     )
 }
 
+/// The boundary error for a failed durable write: the client gets the cause
+/// without internal paths; the log gets everything.
 fn storage(e: &crate::config_store::ConfigError) -> HostError {
-    HostError::new(HostError::STORAGE, e.to_string())
+    tracing::error!(error = %e, "could not write the config file");
+    HostError::new(HostError::STORAGE, e.client_message())
 }
 
 fn snapshot_from(version: u64, vars: BTreeMap<String, (String, EnvSource)>) -> EnvSnapshot {

@@ -86,6 +86,10 @@ async fn assert_writes_refused(h: &HostProcess, file: Option<&[u8]>, reason: &st
     let message = body["error"].as_str().unwrap_or_default();
     assert_eq!(body["code"], "storage_error", "{body}");
     assert!(message.contains(reason), "{reason:?} not in {message:?}");
+    assert!(
+        !message.contains("milady.toml"),
+        "no internal path: {message}"
+    );
     assert!(!body.to_string().contains(CANARY), "{body}");
 
     let (status, body) = put(h, PLUGIN_URL, &json!({"enabled": true})).await?;
@@ -225,7 +229,7 @@ async fn disk_full_fails_every_write_cleanly() -> Result<()> {
     let h = HostProcess::start(HostSpec::with_secrets()?.config(CONFIG))?;
     if let Some((fs, bytes)) = config_on_tmpfs(&h, 64)? {
         let filler = fill(h.dir.path())?;
-        assert_writes_refused(&h, Some(&bytes), "No space left on device").await?;
+        assert_writes_refused(&h, Some(&bytes), "no storage space").await?;
         let names: Vec<_> = std::fs::read_dir(h.dir.path())?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()?;
@@ -238,7 +242,7 @@ async fn disk_full_fails_every_write_cleanly() -> Result<()> {
     // Injected: the same checks through the seam.
     let (h, fault) = host_with_fault_seam()?;
     std::fs::write(fault.path(), "disk-full")?;
-    assert_writes_refused(&h, Some(CONFIG.as_bytes()), "No space left on device").await?;
+    assert_writes_refused(&h, Some(CONFIG.as_bytes()), "no storage space").await?;
     std::fs::write(fault.path(), "")?;
     assert_writes_work(&h).await
 }
@@ -250,7 +254,7 @@ async fn read_only_config_folder_fails_every_write_cleanly() -> Result<()> {
     let h = HostProcess::start(HostSpec::with_secrets()?.config(CONFIG))?;
     if let Some((fs, bytes)) = config_on_tmpfs(&h, 1024)? {
         fs.remount("ro")?;
-        assert_writes_refused(&h, Some(&bytes), "Read-only file system").await?;
+        assert_writes_refused(&h, Some(&bytes), "read-only filesystem").await?;
         fs.remount("rw")?;
         assert_writes_work(&h).await?;
         drop(fs);
@@ -258,7 +262,7 @@ async fn read_only_config_folder_fails_every_write_cleanly() -> Result<()> {
 
     let (h, fault) = host_with_fault_seam()?;
     std::fs::write(fault.path(), "read-only")?;
-    assert_writes_refused(&h, Some(CONFIG.as_bytes()), "Read-only file system").await?;
+    assert_writes_refused(&h, Some(CONFIG.as_bytes()), "read-only filesystem").await?;
     std::fs::write(fault.path(), "")?;
     assert_writes_work(&h).await
 }
@@ -268,7 +272,7 @@ async fn config_file_replaced_by_a_folder_fails_every_write_cleanly() -> Result<
     let h = HostProcess::start(HostSpec::with_secrets()?.config(CONFIG))?;
     std::fs::remove_file(h.config_path())?;
     std::fs::create_dir(h.config_path())?;
-    assert_writes_refused(&h, None, "milady.toml").await?;
+    assert_writes_refused(&h, None, "is a directory").await?;
     assert!(h.config_path().is_dir(), "the folder is left alone");
     assert_eq!(std::fs::read_dir(h.config_path())?.count(), 0);
     std::fs::remove_dir(h.config_path())?;
