@@ -231,6 +231,21 @@ impl Host {
         })
     }
 
+    /// Tells every mounted plugin that the host is stopping. Plugins built
+    /// against host-api 0.1.0 have no `shutdown` entry point and are skipped.
+    pub fn shutdown_plugins(&self) {
+        for mounted in &self.plugins {
+            let id = mounted.plugin.manifest.id.as_str();
+            match mounted.plugin.module.shutdown() {
+                Some(shutdown) => {
+                    shutdown();
+                    tracing::debug!(plugin = id, "plugin shut down");
+                }
+                None => tracing::debug!(plugin = id, "plugin predates the shutdown entry point"),
+            }
+        }
+    }
+
     /// The router: host routes, plugin routes through the bridge, docs,
     /// auth on `/api/*`, and JSON errors everywhere.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {

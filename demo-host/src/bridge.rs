@@ -6,7 +6,7 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use abi_stable::std_types::{RString, RVec, Tuple2};
 use futures_util::FutureExt as _;
-use host_api::{FfiRequest, FfiResponse, PluginModRef};
+use host_api::{FfiRequest, FfiResponse};
 use poem::{
     Endpoint, Request, Response,
     http::{HeaderName, HeaderValue, StatusCode},
@@ -14,18 +14,19 @@ use poem::{
 use tokio::io::AsyncReadExt as _;
 
 use crate::errors::{json_error, json_error_response};
+use crate::loader::PluginModule;
 
 /// A poem endpoint that forwards every request to one plugin.
 #[derive(Clone)]
 pub struct PluginEndpoint {
-    module: PluginModRef,
+    module: PluginModule,
     plugin_id: Arc<str>,
     body_limit: usize,
 }
 
 impl PluginEndpoint {
     /// Forwards to `module`, refusing bodies over `body_limit` bytes.
-    pub fn new(module: PluginModRef, plugin_id: &str, body_limit: usize) -> Self {
+    pub fn new(module: PluginModule, plugin_id: &str, body_limit: usize) -> Self {
         Self {
             module,
             plugin_id: plugin_id.into(),

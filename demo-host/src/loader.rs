@@ -21,7 +21,11 @@ use std::{
 };
 
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
-use host_api::{HostContextBox, HostError, PluginManifest, PluginModRef};
+use abi_stable::std_types::{RResult, RString};
+use host_api::{
+    FfiFuture, FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginModRef,
+    legacy::v0_1_0,
+};
 use object::{Object, ObjectKind, ObjectSegment, read::ReadCache};
 
 /// The file-name extension of a shared library on this platform.
@@ -80,12 +84,64 @@ pub enum LoadError {
     },
 }
 
+/// A plugin's root module, of the current interface or of an older,
+/// compatible one (see `host_api::legacy`).
+#[derive(Clone, Copy)]
+pub enum PluginModule {
+    /// Built against this host's `host-api`.
+    Current(PluginModRef),
+    /// Built against `host-api` 0.1.0 (no `shutdown`).
+    V0_1_0(v0_1_0::PluginModRef),
+}
+
+impl PluginModule {
+    /// The `manifest` entry point.
+    pub fn manifest(&self) -> extern "C" fn() -> RResult<PluginManifest, HostError> {
+        match self {
+            Self::Current(m) => m.manifest(),
+            Self::V0_1_0(m) => m.manifest(),
+        }
+    }
+
+    /// The `openapi_json` entry point.
+    pub fn openapi_json(&self) -> extern "C" fn() -> RResult<RString, HostError> {
+        match self {
+            Self::Current(m) => m.openapi_json(),
+            Self::V0_1_0(m) => m.openapi_json(),
+        }
+    }
+
+    /// The `init` entry point.
+    pub fn init(&self) -> extern "C" fn(HostContextBox) -> RResult<(), HostError> {
+        match self {
+            Self::Current(m) => m.init(),
+            Self::V0_1_0(m) => m.init(),
+        }
+    }
+
+    /// The `handle` entry point.
+    pub fn handle(&self) -> extern "C" fn(FfiRequest) -> FfiFuture<FfiResponse> {
+        match self {
+            Self::Current(m) => m.handle(),
+            Self::V0_1_0(m) => m.handle(),
+        }
+    }
+
+    /// The `shutdown` entry point, when the plugin has one (since 0.1.1).
+    pub fn shutdown(&self) -> Option<extern "C" fn()> {
+        match self {
+            Self::Current(m) => m.shutdown(),
+            Self::V0_1_0(_) => None,
+        }
+    }
+}
+
 /// A plugin library that passed every check, not yet initialised.
 pub struct LoadedPlugin {
     /// The file it came from.
     pub path: PathBuf,
     /// Its root module.
-    pub module: PluginModRef,
+    pub module: PluginModule,
     /// Its manifest.
     pub manifest: PluginManifest,
     /// Its OpenAPI document.
@@ -152,9 +208,16 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
     inspect_file(path)?;
     let header = lib_header_from_path(path).map_err(|e| classify(e, None))?;
     let plugin_version = header.version_strings().version.to_string();
-    let module = header
-        .init_root_module::<PluginModRef>()
-        .map_err(|e| classify(e, Some(&plugin_version)))?;
+    let module = match header.init_root_module::<PluginModRef>() {
+        Ok(module) => PluginModule::Current(module),
+        // An older plugin has fewer root-module fields than this host
+        // expects, which abi_stable refuses; try the frozen older layouts.
+        Err(LibraryError::AbiInstability(_)) if plugin_version.starts_with("0.1.0") => header
+            .init_root_module::<v0_1_0::PluginModRef>()
+            .map(PluginModule::V0_1_0)
+            .map_err(|e| classify(e, Some(&plugin_version)))?,
+        Err(e) => return Err(classify(e, Some(&plugin_version))),
+    };
     let file_label = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -249,14 +312,11 @@ fn classify(error: LibraryError, plugin_version: Option<&str>) -> LoadError {
         LibraryError::AbiInstability(err) => LoadError::Incompatible {
             plugin_version: plugin_version.unwrap_or("unknown").to_owned(),
             host_version,
-            detail: format!(
-                " (root module layout differs: {})",
-                err.to_string()
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .trim()
-            ),
+            // abi_stable's report is a multi-page layout dump: keep one line.
+            detail: {
+                drop(err);
+                " (the root module's layout differs)".to_owned()
+            },
         },
         LibraryError::InvalidAbiHeader(h) => LoadError::Incompatible {
             plugin_version: format!("with abi_stable header {h:?}"),

@@ -308,6 +308,7 @@ fn serve(host: Host, bind: SocketAddr) -> anyhow::Result<()> {
             .run_with_graceful_shutdown(host.endpoint(), shutdown, Some(Duration::from_secs(5)))
             .await
             .context("server failed")?;
+        host.shutdown_plugins();
         tracing::info!("shut down");
         Ok(())
     })

@@ -44,6 +44,10 @@ pub trait Plugin: 'static {
     /// full path is in [`FfiRequest::uri`]). The host polls the future on
     /// its own runtime; every error should be a JSON [`FfiResponse::error`].
     fn handle(request: FfiRequest) -> impl Future<Output = FfiResponse> + Send + 'static;
+
+    /// Called once at graceful shutdown, after the last request (since
+    /// 0.1.1). The default does nothing.
+    fn shutdown() {}
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`]) as the library's root
@@ -98,6 +102,7 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
         openapi_json: openapi_shim::<P>,
         init: init_shim::<P>,
         handle: handle_shim::<P>,
+        shutdown: shutdown_shim::<P>,
     }
     .leak_into_prefix()
 }
@@ -143,6 +148,11 @@ extern "C" fn init_shim<P: Plugin>(host: HostContextBox) -> RResult<(), HostErro
     std::panic::catch_unwind(AssertUnwindSafe(|| P::init(host)))
         .unwrap_or_else(|_| Err(panicked("init")))
         .into()
+}
+
+extern "C" fn shutdown_shim<P: Plugin>() {
+    // Nothing to report to: the host is going away. Just never unwind.
+    let _ = std::panic::catch_unwind(P::shutdown);
 }
 
 extern "C" fn handle_shim<P: Plugin>(request: FfiRequest) -> FfiFuture<FfiResponse> {

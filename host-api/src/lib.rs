@@ -75,7 +75,11 @@
 //! `abi_stable` compares this crate's package version as part of the layout
 //! check, so any change of the 0.x minor version rejects every plugin built
 //! before it. Additive changes go after the `last_prefix_field` of a prefix
-//! type and bump the patch version only.
+//! type and bump the patch version only. `abi_stable` accepts a root module
+//! with more fields than the host expects but not one with fewer, so each
+//! release that grows [`PluginMod`] keeps the previous layout in [`legacy`],
+//! which the host falls back to: 0.1.1 added `shutdown`, and plugins built
+//! against 0.1.0 still load.
 
 #![allow(non_local_definitions)] // emitted by abi_stable_derive 0.11 on current compilers
 
@@ -83,6 +87,7 @@ pub mod context;
 pub mod error;
 pub mod export;
 pub mod http;
+pub mod legacy;
 pub mod manifest;
 pub mod module;
 

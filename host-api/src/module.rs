@@ -1,5 +1,9 @@
 //! The root module every plugin library exports.
 
+// The derive expands the accessor of a field after the prefix (`shutdown`)
+// to unsafe code of abi_stable's; none is written by hand here.
+#![allow(unsafe_code)]
+
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
@@ -36,6 +40,11 @@ pub struct PluginMod {
     /// host polls the future on its own runtime.
     #[sabi(last_prefix_field)]
     pub handle: extern "C" fn(FfiRequest) -> FfiFuture<FfiResponse>,
+    /// Called once when the host shuts down gracefully, after the last
+    /// request. Added in 0.1.1, after the prefix: a plugin built against
+    /// 0.1.0 lacks it, its accessor returns `None`, and the host skips it.
+    #[sabi(missing_field(option))]
+    pub shutdown: extern "C" fn(),
 }
 
 /// The root module's identity: `abi_stable` finds it in a library by

@@ -67,6 +67,8 @@ async fn render_error(err: poem::Error) -> Response {
 }
 
 static ENDPOINT: OnceLock<BoxEndpoint<'static, Response>> = OnceLock::new();
+/// The host's services, kept for `shutdown`.
+static HOST: OnceLock<HostContextBox> = OnceLock::new();
 
 /// The plugin as the host sees it.
 pub struct SecretsPlugin;
@@ -91,9 +93,15 @@ impl Plugin for SecretsPlugin {
 
     fn init(host: HostContextBox) -> Result<(), HostError> {
         host.log(LogLevel::Info, "secrets plugin ready".into());
-        ENDPOINT.set(endpoint(host)).map_err(|_| {
-            HostError::new(HostError::INIT, "the secrets plugin was initialised twice")
-        })
+        let twice = || HostError::new(HostError::INIT, "the secrets plugin was initialised twice");
+        HOST.set(host.clone()).map_err(|_| twice())?;
+        ENDPOINT.set(endpoint(host)).map_err(|_| twice())
+    }
+
+    fn shutdown() {
+        if let Some(host) = HOST.get() {
+            host.log(LogLevel::Info, "secrets plugin stopped".into());
+        }
     }
 
     async fn handle(request: FfiRequest) -> FfiResponse {

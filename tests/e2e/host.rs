@@ -161,6 +161,8 @@ async fn sigterm_shuts_down_gracefully() -> Result<()> {
     let status = h.terminate()?;
     assert!(status.success(), "{status:?}");
     assert!(h.wait_for_log("shut down", Duration::from_secs(2)));
+    // The plugin's `shutdown` entry point (host-api 0.1.1) ran.
+    assert!(h.log().contains("secrets plugin stopped"), "{}", h.log());
     Ok(())
 }
 

@@ -50,7 +50,7 @@ async fn bad_libraries_are_skipped_with_one_line_each_and_the_host_serves_the_re
         .find(|l| l.contains("incompatible.so"))
         .unwrap_or_default();
     assert!(
-        incompatible.contains("host-api 0.2.0") && incompatible.contains("host-api 0.1.0"),
+        incompatible.contains("host-api 0.2.0") && incompatible.contains("host-api 0.1.1"),
         "both versions named: {incompatible}"
     );
     assert!(!log.contains("notes.txt"));
@@ -142,5 +142,25 @@ async fn a_missing_plugin_folder_is_an_empty_one() -> Result<()> {
     assert_eq!(status, 200);
     let (status, _) = get(&h, "/api/secrets").await?;
     assert_eq!(status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_the_older_compatible_interface_still_loads() -> Result<()> {
+    let a = artifacts()?;
+    let mut h = HostProcess::start(HostSpec::with_secrets()?.plugin(&a.old_interface, "old.so"))?;
+    let (status, body) = get(&h, "/api/old").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["built_against"], "host-api 0.1.0");
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("plugin loaded") && l.contains("old.so"))
+        .unwrap_or_default();
+    assert!(line.contains("interface=0.1.0"), "{line}");
+    // Its root module has no `shutdown` (added in 0.1.1): skipped, no crash.
+    let status = h.terminate()?;
+    assert!(status.success(), "{status:?}\n{}", h.log());
+    assert!(h.log().contains("plugin predates the shutdown entry point"));
     Ok(())
 }

@@ -125,7 +125,7 @@ async fn the_example_plugin_installs_lists_and_is_served_with_its_secret_redacte
     let hello = entry(&listed, "libhello_plugin.so");
     assert_eq!(hello["id"], "@example/plugin-hello");
     assert_eq!(hello["version"], "0.1.0");
-    assert_eq!(hello["interface"], "0.1.0");
+    assert_eq!(hello["interface"], "0.1.1");
     assert_eq!(hello["compatible"], true);
     assert_eq!(hello["loads"], true);
     assert_eq!(hello["routes"], json!(["/api/hello"]));
@@ -188,7 +188,7 @@ fn install_refuses_junk_truncated_and_incompatible_files_and_copies_nothing() ->
         assert!(line.contains("not a plugin this host can load"), "{line}");
         if name == "incompatible.so" {
             assert!(
-                line.contains("host-api 0.2.0") && line.contains("host-api 0.1.0"),
+                line.contains("host-api 0.2.0") && line.contains("host-api 0.1.1"),
                 "both versions: {line}"
             );
         }
@@ -285,7 +285,7 @@ fn list_names_every_library_with_its_compatibility_and_skip_reason() -> Result<(
     assert!(
         incompatible["skipReason"]
             .as_str()
-            .is_some_and(|r| r.contains("host-api 0.2.0") && r.contains("host-api 0.1.0"))
+            .is_some_and(|r| r.contains("host-api 0.2.0") && r.contains("host-api 0.1.1"))
     );
 
     for name in [

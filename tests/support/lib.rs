@@ -26,6 +26,8 @@ pub struct Artifacts {
     pub incompatible: PathBuf,
     /// The example plugin of `docs/writing-a-plugin.md`.
     pub hello: PathBuf,
+    /// A plugin built against the frozen host-api 0.1.0 (before `shutdown`).
+    pub old_interface: PathBuf,
 }
 
 fn lib_name(crate_name: &str) -> String {
@@ -89,12 +91,34 @@ fn build() -> Result<Artifacts> {
     if !status.success() {
         bail!("cargo build failed: {status}");
     }
+    // The older-interface plugin is its own workspace (Cargo cannot hold two
+    // semver-compatible `host-api` packages in one lock file): build it with
+    // its own lock file, into a folder of its own beside the others.
+    let old_target = target_dir.join("old-interface");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            &profile,
+            "--manifest-path",
+        ])
+        .arg(workspace_root().join("tests/fixtures/old-interface/old-plugin/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&old_target)
+        .status()
+        .context("running cargo build for the old-interface plugin")?;
+    if !status.success() {
+        bail!("cargo build of the old-interface plugin failed: {status}");
+    }
+    let old_profile_dir = old_target.join(profile_dir.file_name().context("no profile folder")?);
     let artifacts = Artifacts {
         host: profile_dir.join(format!("demo-host{}", std::env::consts::EXE_SUFFIX)),
         secrets: profile_dir.join(lib_name("secrets-plugin")),
         panicking: profile_dir.join(lib_name("panicking-plugin")),
         incompatible: profile_dir.join(lib_name("incompatible-plugin")),
         hello: profile_dir.join(lib_name("hello-plugin")),
+        old_interface: old_profile_dir.join(lib_name("old-plugin")),
     };
     for path in [
         &artifacts.host,
@@ -102,6 +126,7 @@ fn build() -> Result<Artifacts> {
         &artifacts.panicking,
         &artifacts.incompatible,
         &artifacts.hello,
+        &artifacts.old_interface,
     ] {
         if !path.exists() {
             bail!("expected artifact {} is missing", path.display());
