@@ -41,10 +41,7 @@ use demo_host::{
     config_store::ConfigStore,
     host_context::HostServices,
 };
-use poem::{
-    Endpoint, EndpointExt as _, IntoEndpoint, Server, listener::Acceptor as _,
-    listener::Listener as _,
-};
+use poem::{Endpoint, IntoEndpoint, Server, listener::Acceptor as _, listener::Listener as _};
 use tokio::runtime::Runtime;
 
 #[derive(Parser)]
@@ -355,21 +352,7 @@ fn build_host(
 fn native_endpoint(host: &Host) -> Vec<(String, poem::endpoint::BoxEndpoint<'static>)> {
     let services = HostServices::new(host.registry.clone(), host.env.clone(), "native");
     let inner = secrets_plugin::endpoint(services.into_box());
-    vec![(secrets_plugin::ROUTE.into(), Fresh(inner).boxed())]
-}
-
-/// Hands the native endpoint a request without the router's private data,
-/// as the bridge does (it rebuilds the request): poem 3.1 panics when a
-/// `Route` containing `nest` is mounted with `nest_no_strip`.
-struct Fresh<E>(E);
-
-impl<E: Endpoint<Output = poem::Response>> Endpoint for Fresh<E> {
-    type Output = poem::Response;
-
-    async fn call(&self, mut req: poem::Request) -> poem::Result<poem::Response> {
-        *req.extensions_mut() = poem::http::Extensions::new();
-        Ok(self.0.get_response(req).await)
-    }
+    vec![(secrets_plugin::ROUTE.into(), inner)]
 }
 
 fn run_all(args: Args) -> Result<()> {

@@ -147,7 +147,10 @@ fn from_ffi(resp: FfiResponse, plugin_id: &str) -> Response {
             ),
         }
     }
-    out.body(resp.body.into_vec())
+    // The vector was allocated by the plugin's allocator, so `into_vec` would
+    // copy it; sharing it as the body's owner hands it over without a copy
+    // (RVec frees through its own vtable when hyper is done with it).
+    out.body(poem::Body::from_bytes(bytes::Bytes::from_owner(resp.body)))
 }
 
 impl Endpoint for PluginEndpoint {

@@ -49,8 +49,8 @@ const DEFAULT_CONFIG: &str = r#"# Configuration of the agent host.
 #   [plugins.entries."@elizaos/plugin-openai"]
 #   enabled = true
 
-# Extra environment variable names (`*` wildcards allowed) that plugins must
-# never see, on top of the host's built-in block list:
+# Extra environment variable names (`*` wildcards allowed) that the API must
+# never write, on top of the host's built-in block list:
 #
 #   [security]
 #   blocked_env_keys = ["MY_EXTRA_KEY", "*_SECRET_PATH"]

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use host_api::{
     FfiRequest, FfiResponse, HostContextBox, HostError, LogLevel, ParamSpec, Plugin, PluginManifest,
 };
-use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, endpoint::BoxEndpoint};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, endpoint::BoxEndpoint};
 use poem_openapi::OpenApiService;
 
 /// The plugin id.
@@ -38,12 +38,31 @@ pub fn service(host: Option<HostContextBox>) -> OpenApiService<api::SecretsApi, 
 /// The complete endpoint: the API plus JSON rendering of every error the
 /// framework raises (bad content type, unknown method, ...).
 pub fn endpoint(host: HostContextBox) -> BoxEndpoint<'static, Response> {
-    Route::new()
-        .nest("/", service(Some(host)))
+    // No `Route::nest` here: the host may mount this endpoint natively with
+    // `nest_no_strip`, and poem 3.1 panics on a nested `nest` there.
+    service(Some(host))
+        .into_endpoint()
+        .before(without_trailing_slash)
         .catch_all_error(render_error)
         .map_to_response()
         .into_endpoint()
         .boxed()
+}
+
+/// `/api/secrets/` is the same resource as `/api/secrets`.
+async fn without_trailing_slash(mut req: poem::Request) -> poem::Result<poem::Request> {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let target = match req.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = target.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    Ok(req)
 }
 
 async fn render_error(err: poem::Error) -> Response {
@@ -126,17 +145,7 @@ host_api::export_plugin!(SecretsPlugin);
 fn to_poem(request: FfiRequest) -> Result<poem::Request, &'static str> {
     let method =
         poem::http::Method::from_bytes(request.method.as_bytes()).map_err(|_| "invalid method")?;
-    // `/api/secrets/` is the same resource as `/api/secrets`.
-    let uri = match request.uri.split_once('?') {
-        Some((path, query)) if path.len() > 1 && path.ends_with('/') => {
-            format!("{}?{query}", path.trim_end_matches('/'))
-        }
-        None if request.uri.len() > 1 && request.uri.ends_with('/') => {
-            request.uri.trim_end_matches('/').to_owned()
-        }
-        _ => request.uri.to_string(),
-    };
-    let uri: poem::http::Uri = uri.parse().map_err(|_| "invalid request target")?;
+    let uri: poem::http::Uri = request.uri.parse().map_err(|_| "invalid request target")?;
     let mut builder = poem::Request::builder().method(method).uri(uri);
     for header in request.headers.iter() {
         builder = builder.header(header.0.as_str(), header.1.as_str());
@@ -156,7 +165,9 @@ async fn from_poem(resp: Response) -> FfiResponse {
             ))
         })
         .collect();
-    match resp.into_body().into_vec().await {
+    // `into_bytes` then `Vec::from` takes the buffer over without copying
+    // when the body holds the only reference (as the rendered GET body does).
+    match resp.into_body().into_bytes().await.map(Vec::from) {
         Ok(body) => FfiResponse {
             status,
             headers,

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// A `GET` body ready to send: JSON documented as [`SecretsView`].
-pub struct SecretsBody(Arc<Vec<u8>>);
+pub struct SecretsBody(bytes::Bytes);
 
 impl SecretsBody {
     /// The JSON bytes.
@@ -57,7 +57,8 @@ impl IntoResponse for SecretsBody {
     fn into_response(self) -> Response {
         Response::builder()
             .header(poem::http::header::CONTENT_TYPE, Self::CONTENT_TYPE)
-            .body(self.0.as_ref().clone())
+            // A reference to the cached buffer, not a copy of it.
+            .body(poem::Body::from_bytes(self.0))
     }
 }
 
@@ -87,7 +88,7 @@ struct Fragments {
 struct Body {
     registry_version: u64,
     env_version: u64,
-    bytes: Arc<Vec<u8>>,
+    bytes: bytes::Bytes,
 }
 
 /// Caches the fragments per registry version and the body per (registry
@@ -111,14 +112,14 @@ impl BodyCache {
             && b.registry_version == registry.version
             && b.env_version == env.version
         {
-            return SecretsBody(Arc::clone(&b.bytes));
+            return SecretsBody(b.bytes.clone());
         }
         let fragments = self.fragments(registry.version, index);
-        let bytes = Arc::new(render(&fragments, env));
+        let bytes = bytes::Bytes::from(render(&fragments, env));
         *lock(&self.body) = Some(Body {
             registry_version: registry.version,
             env_version: env.version,
-            bytes: Arc::clone(&bytes),
+            bytes: bytes.clone(),
         });
         SecretsBody(bytes)
     }
@@ -312,13 +313,21 @@ fn render(fragments: &Fragments, env: &EnvSnapshot) -> Vec<u8> {
         .sum();
     let mut out = Vec::with_capacity(fixed_len + 16);
     out.extend_from_slice(b"{\"secrets\":{");
+    // Entries (from the index's BTreeMap) and the environment are both
+    // sorted by key: walk them together instead of a search per key, so
+    // rendering stays linear in the number of keys.
+    let mut vars = env.vars.iter().peekable();
     for (i, entry) in fragments.entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(&entry.prefix);
         out.push(b'{');
-        let var = env.get(&entry.key);
+        while vars
+            .next_if(|v| v.key.as_str() < entry.key.as_str())
+            .is_some()
+        {}
+        let var = vars.next_if(|v| v.key.as_str() == entry.key.as_str());
         let mut first = true;
         for part in &entry.parts {
             let mut sep = |out: &mut Vec<u8>| {
@@ -480,7 +489,12 @@ mod tests {
             move || i
         };
         let first = cache.get(&reg, &e, index(&reg));
-        assert!(Arc::ptr_eq(&first.0, &cache.get(&reg, &e, index(&reg)).0));
+        let again = cache.get(&reg, &e, index(&reg));
+        assert_eq!(
+            first.0.as_ptr(),
+            again.0.as_ptr(),
+            "the cached buffer is shared"
+        );
         e = env(vec![(
             "K".into(),
             "a-long-enough-secret-value-1234".into(),

@@ -141,3 +141,28 @@ fn openapi_document_describes_the_contract() {
     assert!(redaction.contains("sk-****...wxyz"));
     assert!(doc["components"]["schemas"]["SecretsUpdate"]["example"].is_object());
 }
+
+/// The same API linked natively into the host's router (as the benchmark
+/// compares it with the plugin): mounted with `nest_no_strip` behind the
+/// host's middleware, it answers like the plugin does.
+#[tokio::test]
+async fn mounts_natively_in_the_host_router() {
+    let (_dir, host, _) = setup(Vec::new());
+    let services = HostServices::new(host.registry.clone(), host.env.clone(), "native");
+    let native = vec![(
+        secrets_plugin::ROUTE.to_owned(),
+        secrets_plugin::endpoint(services.into_box()),
+    )];
+    let cli =
+        TestClient::new(host.endpoint_with_native(native)).default_header("host", "localhost");
+    for path in ["/api/secrets", "/api/secrets/"] {
+        let resp = cli.get(path).send().await;
+        assert_eq!(resp.0.status(), StatusCode::OK, "{path}");
+        assert!(
+            json_body(resp).await["secrets"]["OPENAI_API_KEY"].is_object(),
+            "{path}"
+        );
+    }
+    let resp = cli.get("/api/plugins").send().await;
+    resp.assert_status_is_ok();
+}
