@@ -17,7 +17,6 @@
 //! in-process requests only, for `valgrind --tool=callgrind`.
 
 use std::{
-    io::{BufRead as _, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -866,8 +865,8 @@ struct Started {
 
 fn start_host(ctx: &Ctx, dir: &Path, plugins: &Path) -> Result<Started> {
     let started = Instant::now();
-    let mut child = Command::new(&ctx.host_bin)
-        .arg("--bind")
+    let mut cmd = Command::new(&ctx.host_bin);
+    cmd.arg("--bind")
         .arg("127.0.0.1:0")
         .arg("--config")
         .arg(dir.join("milady.toml"))
@@ -881,46 +880,14 @@ fn start_host(ctx: &Ctx, dir: &Path, plugins: &Path) -> Result<Started> {
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let e2e_tests::Launched {
+        mut child,
+        base,
+        log,
+    } = e2e_tests::spawn_listening(&mut cmd, Duration::from_secs(20))
         .with_context(|| format!("starting {}", ctx.host_bin.display()))?;
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&log);
-    let stderr = child.stderr.take().context("no stderr")?;
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.trim().to_owned());
-            }
-        }
-    });
-    let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(a) => a.parse()?,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "demo-host did not start: {}",
-                log.lock().map(|l| l.clone()).unwrap_or_default()
-            );
-        }
-    };
+    let addr: SocketAddr = base.trim_start_matches("http://").parse()?;
     let listening = started.elapsed();
     let get = load::request("GET", addr, "/api/secrets", None);
     loop {

@@ -183,6 +183,63 @@ pub fn write_catalog(path: &Path, plugins: usize, keys_per_plugin: usize) -> Res
     Ok(())
 }
 
+/// A spawned `demo-host` that printed the address it listens on.
+pub struct Launched {
+    /// The process.
+    pub child: Child,
+    /// What followed `listening on ` in its output, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    /// Every line it printed on the piped streams so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+/// Spawns `cmd`, collects every line of its piped stdout (and stderr, when
+/// piped) into a shared log, and waits up to `timeout` for the
+/// `listening on <url>` line. On timeout the child is killed and the error
+/// carries its log.
+pub fn spawn_listening(cmd: &mut Command, timeout: Duration) -> Result<Launched> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("spawning demo-host")?;
+    let log = Arc::new(Mutex::new(String::new()));
+    let collect = |stream: Box<dyn std::io::Read + Send>,
+                   tx: Option<std::sync::mpsc::Sender<String>>| {
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if let (Some(tx), Some(rest)) = (&tx, line.split("listening on ").nth(1)) {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    };
+    if let Some(stderr) = child.stderr.take() {
+        collect(Box::new(stderr), None);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    collect(
+        Box::new(child.stdout.take().context("no stdout")?),
+        Some(tx),
+    );
+    match rx.recv_timeout(timeout) {
+        Ok(base) => Ok(Launched { child, base, log }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+            bail!("demo-host did not start; its log:\n{log}")
+        }
+    }
+}
+
 /// How to start a host.
 #[derive(Default, Clone)]
 pub struct HostSpec {
@@ -307,46 +364,7 @@ impl HostProcess {
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().context("spawning demo-host")?;
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().context("no stderr")?;
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr)
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out_sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout)
-                .lines()
-                .map_while(std::result::Result::ok)
-            {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-                let mut l = out_sink.lock().unwrap_or_else(|e| e.into_inner());
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-                let log = log.lock().map(|l| l.clone()).unwrap_or_default();
-                bail!("demo-host did not start; its log:\n{log}");
-            }
-        };
+        let Launched { child, base, log } = spawn_listening(&mut cmd, Duration::from_secs(30))?;
         Ok(Self {
             child,
             base,

@@ -4,7 +4,6 @@
 //! measured through `/proc`.
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -41,26 +40,11 @@ impl ChildHost {
         for c in catalogs {
             cmd.arg("--catalog").arg(c);
         }
-        let mut child = cmd.spawn().context("spawning demo-host")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keeps draining stdout so the host never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => Ok(Self { child, base }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(log).unwrap_or_default();
-                bail!("demo-host did not start; its log:\n{log}")
-            }
-        }
+        let launched = e2e_tests::spawn_listening(&mut cmd, Duration::from_secs(30))?;
+        Ok(Self {
+            child: launched.child,
+            base: launched.base,
+        })
     }
 
     /// The URL of `path`.
