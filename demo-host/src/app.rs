@@ -9,7 +9,7 @@ use std::{
 use poem::{
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
     endpoint::{BoxEndpoint, make_sync},
-    http::{StatusCode, header},
+    http::StatusCode,
     web::Html,
 };
 use poem_openapi::OpenApiService;
@@ -371,11 +371,4 @@ fn render_swagger_page(service: &OpenApiService<HostApi, ()>) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// A convenience for tests: the `Content-Type` of a response.
-pub fn content_type(resp: &Response) -> Option<&str> {
-    resp.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
 }

@@ -20,7 +20,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
+use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::std_types::{RResult, RString};
 use host_api::{
     FfiFuture, FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginModRef,
@@ -337,9 +337,4 @@ fn classify(error: LibraryError, plugin_version: Option<&str>) -> LoadError {
                 .to_owned(),
         ),
     }
-}
-
-/// The name `abi_stable` uses for this interface in its own messages.
-pub fn interface_name() -> &'static str {
-    PluginModRef::NAME
 }
