@@ -4,9 +4,10 @@
 
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
+use abi_stable::std_types::RArc;
 use abi_stable::std_types::{RString, RVec, Tuple2};
 use futures_util::FutureExt as _;
-use host_api::{FfiRequest, FfiResponse};
+use host_api::{FfiRequest, Header};
 use poem::{
     Endpoint, Request, Response,
     http::{HeaderName, HeaderValue, StatusCode},
@@ -121,11 +122,20 @@ fn to_ffi(req: &Request, body: Vec<u8>) -> poem::Result<FfiRequest> {
     })
 }
 
-fn from_ffi(resp: FfiResponse, plugin_id: &str) -> Response {
-    let Ok(status) = StatusCode::from_u16(resp.status) else {
+/// A plugin's shared body, as the owner of a `Bytes` (no copy).
+struct SharedBody(RArc<RVec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+fn from_ffi(status: u16, headers: &RVec<Header>, body: bytes::Bytes, plugin_id: &str) -> Response {
+    let Ok(status) = StatusCode::from_u16(status) else {
         tracing::error!(
             plugin = plugin_id,
-            status = resp.status,
+            status,
             "plugin returned an invalid status"
         );
         return json_error_response(
@@ -135,7 +145,7 @@ fn from_ffi(resp: FfiResponse, plugin_id: &str) -> Response {
         );
     };
     let mut out = Response::builder().status(status);
-    for Tuple2(name, value) in &resp.headers {
+    for Tuple2(name, value) in headers {
         match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value.as_str()),
@@ -147,10 +157,20 @@ fn from_ffi(resp: FfiResponse, plugin_id: &str) -> Response {
             ),
         }
     }
-    // The vector was allocated by the plugin's allocator, so `into_vec` would
-    // copy it; sharing it as the body's owner hands it over without a copy
-    // (RVec frees through its own vtable when hyper is done with it).
-    out.body(poem::Body::from_bytes(bytes::Bytes::from_owner(resp.body)))
+    out.body(poem::Body::from_bytes(body))
+}
+
+/// Calls an entry point and awaits its future on this runtime. The plugin's
+/// shims catch panics themselves; these guards catch a plugin that skipped
+/// them (async-ffi re-raises a panic from `poll`). `None`: it panicked.
+async fn call_guarded<T>(
+    entry: extern "C" fn(FfiRequest) -> async_ffi::FfiFuture<T>,
+    request: FfiRequest,
+) -> Option<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| entry(request))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
+        Err(_) => None,
+    }
 }
 
 impl Endpoint for PluginEndpoint {
@@ -159,15 +179,21 @@ impl Endpoint for PluginEndpoint {
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let body = read_body_limited(&mut req, self.body_limit).await?;
         let ffi_req = to_ffi(&req, body)?;
-        let handle = self.module.handle();
-        // The plugin's shims catch panics themselves; these guards catch a
-        // plugin that skipped them (async-ffi re-raises a panic from `poll`).
-        let response = match std::panic::catch_unwind(AssertUnwindSafe(|| handle(ffi_req))) {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
-            Err(_) => None,
+        // Both conversions hand the plugin's buffer to hyper without a copy:
+        // an `RVec` (allocated by the plugin) or a shared `RArc` of one, each
+        // freed through its own vtable when the response is written.
+        let response = match self.module.handle_shared() {
+            Some(entry) => call_guarded(entry, ffi_req).await.map(|r| {
+                let body = bytes::Bytes::from_owner(SharedBody(r.body));
+                from_ffi(r.status, &r.headers, body, &self.plugin_id)
+            }),
+            None => call_guarded(self.module.handle(), ffi_req).await.map(|r| {
+                let body = bytes::Bytes::from_owner(r.body);
+                from_ffi(r.status, &r.headers, body, &self.plugin_id)
+            }),
         };
         match response {
-            Some(resp) => Ok(from_ffi(resp, &self.plugin_id)),
+            Some(resp) => Ok(resp),
             None => {
                 tracing::error!(
                     plugin = &*self.plugin_id,

@@ -23,8 +23,8 @@ use std::{
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::std_types::{RResult, RString};
 use host_api::{
-    FfiFuture, FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginModRef,
-    legacy::v0_1_0,
+    FfiFuture, FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox, HostError,
+    PluginManifest, PluginModRef, legacy::v0_1_0,
 };
 use object::{Object, ObjectKind, ObjectSegment, read::ReadCache};
 
@@ -124,6 +124,16 @@ impl PluginModule {
         match self {
             Self::Current(m) => m.handle(),
             Self::V0_1_0(m) => m.handle(),
+        }
+    }
+
+    /// The `handle_shared` entry point, when the plugin has one (since 0.1.1).
+    pub fn handle_shared(
+        &self,
+    ) -> Option<extern "C" fn(FfiRequest) -> FfiFuture<FfiSharedResponse>> {
+        match self {
+            Self::Current(m) => m.handle_shared(),
+            Self::V0_1_0(_) => None,
         }
     }
 

@@ -10,7 +10,8 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use futures_util::FutureExt as _;
 
 use crate::{
-    FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest, PluginMod, PluginModRef,
+    FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox, HostError, PluginManifest,
+    PluginMod, PluginModRef,
 };
 
 /// What a plugin implements; [`crate::export_plugin!`] turns it into the
@@ -48,6 +49,17 @@ pub trait Plugin: 'static {
     /// Called once at graceful shutdown, after the last request (since
     /// 0.1.1). The default does nothing.
     fn shutdown() {}
+
+    /// Handles one request with a shared body (since 0.1.1; the host
+    /// prefers it). The default moves `handle`'s body behind a shared
+    /// pointer; a plugin that caches bodies returns its cached buffer here
+    /// so the host sends it without a copy.
+    fn handle_shared(
+        request: FfiRequest,
+    ) -> impl Future<Output = FfiSharedResponse> + Send + 'static {
+        let response = Self::handle(request);
+        async move { FfiSharedResponse::from(response.await) }
+    }
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`]) as the library's root
@@ -103,6 +115,7 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
         init: init_shim::<P>,
         handle: handle_shim::<P>,
         shutdown: shutdown_shim::<P>,
+        handle_shared: handle_shared_shim::<P>,
     }
     .leak_into_prefix()
 }
@@ -153,6 +166,19 @@ extern "C" fn init_shim<P: Plugin>(host: HostContextBox) -> RResult<(), HostErro
 extern "C" fn shutdown_shim<P: Plugin>() {
     // Nothing to report to: the host is going away. Just never unwind.
     let _ = std::panic::catch_unwind(P::shutdown);
+}
+
+extern "C" fn handle_shared_shim<P: Plugin>(request: FfiRequest) -> FfiFuture<FfiSharedResponse> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| P::handle_shared(request))) {
+        Ok(fut) => async move {
+            AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| panic_response().into())
+        }
+        .into_ffi(),
+        Err(_) => async { FfiSharedResponse::from(panic_response()) }.into_ffi(),
+    }
 }
 
 extern "C" fn handle_shim<P: Plugin>(request: FfiRequest) -> FfiFuture<FfiResponse> {

@@ -2,7 +2,7 @@
 
 use abi_stable::{
     StableAbi,
-    std_types::{RString, RVec, Tuple2},
+    std_types::{RArc, RString, RVec, Tuple2},
 };
 
 /// One HTTP header: name (lowercase) and value.
@@ -54,6 +54,44 @@ impl FfiRequest {
             .iter()
             .find(|h| h.0.as_str().eq_ignore_ascii_case(name))
             .map(|h| h.1.as_str())
+    }
+}
+
+/// A response whose body is shared instead of copied (since 0.1.1).
+///
+/// A plugin that keeps a body around (a cache) hands out a reference-counted
+/// pointer to it; the host sends those bytes without copying them and drops
+/// its reference when the response is written. The host prefers
+/// [`crate::PluginMod::handle_shared`] when a plugin has it.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct FfiSharedResponse {
+    /// Status code, e.g. `200`.
+    pub status: u16,
+    /// Response headers.
+    pub headers: RVec<Header>,
+    /// The complete response body, shared.
+    pub body: RArc<RVec<u8>>,
+}
+
+impl From<FfiResponse> for FfiSharedResponse {
+    /// Moves the body behind a shared pointer (no copy).
+    fn from(response: FfiResponse) -> Self {
+        Self {
+            status: response.status,
+            headers: response.headers,
+            body: RArc::new(response.body),
+        }
+    }
+}
+
+impl std::fmt::Debug for FfiSharedResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FfiSharedResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers.len())
+            .field("body_len", &self.body.len())
+            .finish()
     }
 }
 

@@ -102,7 +102,7 @@ pub use context::{
 };
 pub use error::HostError;
 pub use export::Plugin;
-pub use http::{FfiRequest, FfiResponse, Header};
+pub use http::{FfiRequest, FfiResponse, FfiSharedResponse, Header};
 pub use manifest::{ParamSpec, PluginManifest};
 pub use module::{PluginMod, PluginModRef};
 

@@ -1,6 +1,6 @@
 //! The root module every plugin library exports.
 
-// The derive expands the accessor of a field after the prefix (`shutdown`)
+// The derive expands the accessors of fields after the prefix
 // to unsafe code of abi_stable's; none is written by hand here.
 #![allow(unsafe_code)]
 
@@ -13,7 +13,9 @@ use abi_stable::{
 };
 use async_ffi::FfiFuture;
 
-use crate::{FfiRequest, FfiResponse, HostContextBox, HostError, PluginManifest};
+use crate::{
+    FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox, HostError, PluginManifest,
+};
 
 /// The plugin's entry points, exported as its root module.
 ///
@@ -45,6 +47,10 @@ pub struct PluginMod {
     /// 0.1.0 lacks it, its accessor returns `None`, and the host skips it.
     #[sabi(missing_field(option))]
     pub shutdown: extern "C" fn(),
+    /// Like `handle`, but the response body is shared rather than copied
+    /// (added in 0.1.1; the host prefers it and falls back to `handle`).
+    #[sabi(missing_field(option))]
+    pub handle_shared: extern "C" fn(FfiRequest) -> FfiFuture<FfiSharedResponse>,
 }
 
 /// The root module's identity: `abi_stable` finds it in a library by

@@ -15,8 +15,10 @@ pub mod validate;
 
 use std::sync::OnceLock;
 
+use abi_stable::std_types::{RVec, Tuple2};
 use host_api::{
-    FfiRequest, FfiResponse, HostContextBox, HostError, LogLevel, ParamSpec, Plugin, PluginManifest,
+    FfiRequest, FfiResponse, FfiSharedResponse, Header, HostContextBox, HostError, LogLevel,
+    ParamSpec, Plugin, PluginManifest,
 };
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, endpoint::BoxEndpoint};
 use poem_openapi::OpenApiService;
@@ -124,20 +126,41 @@ impl Plugin for SecretsPlugin {
     }
 
     async fn handle(request: FfiRequest) -> FfiResponse {
-        let Some(endpoint) = ENDPOINT.get() else {
-            return FfiResponse::error(
-                503,
-                "not_initialised",
-                "the secrets plugin is not initialised",
-            );
-        };
-        let req = match to_poem(request) {
-            Ok(req) => req,
-            Err(message) => return FfiResponse::error(400, "bad_request", message),
-        };
-        let resp = endpoint.get_response(req).await;
-        from_poem(resp).await
+        match respond(request).await {
+            Ok(resp) => from_poem(resp).await,
+            Err(error) => error,
+        }
     }
+
+    async fn handle_shared(request: FfiRequest) -> FfiSharedResponse {
+        let resp = match respond(request).await {
+            Ok(resp) => resp,
+            Err(error) => return error.into(),
+        };
+        // A cached GET body travels as the shared buffer it already is.
+        match resp.extensions().get::<render::SharedBody>().cloned() {
+            Some(shared) => FfiSharedResponse {
+                status: resp.status().as_u16(),
+                headers: headers_of(&resp),
+                body: shared.0,
+            },
+            None => from_poem(resp).await.into(),
+        }
+    }
+}
+
+/// Runs a request through the API; `Err` is a response already made.
+async fn respond(request: FfiRequest) -> Result<Response, FfiResponse> {
+    let Some(endpoint) = ENDPOINT.get() else {
+        return Err(FfiResponse::error(
+            503,
+            "not_initialised",
+            "the secrets plugin is not initialised",
+        ));
+    };
+    let req =
+        to_poem(request).map_err(|message| FfiResponse::error(400, "bad_request", message))?;
+    Ok(endpoint.get_response(req).await)
 }
 
 host_api::export_plugin!(SecretsPlugin);
@@ -153,18 +176,16 @@ fn to_poem(request: FfiRequest) -> Result<poem::Request, &'static str> {
     Ok(builder.body(request.body.into_vec()))
 }
 
+fn headers_of(resp: &Response) -> RVec<Header> {
+    resp.headers()
+        .iter()
+        .filter_map(|(name, value)| Some(Tuple2(name.as_str().into(), value.to_str().ok()?.into())))
+        .collect()
+}
+
 async fn from_poem(resp: Response) -> FfiResponse {
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .filter_map(|(name, value)| {
-            Some(abi_stable::std_types::Tuple2(
-                name.as_str().into(),
-                value.to_str().ok()?.into(),
-            ))
-        })
-        .collect();
+    let headers = headers_of(&resp);
     // `into_bytes` then `Vec::from` takes the buffer over without copying
     // when the body holds the only reference (as the rendered GET body does).
     match resp.into_body().into_bytes().await.map(Vec::from) {

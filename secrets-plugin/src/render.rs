@@ -17,6 +17,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use abi_stable::std_types::{RArc, RVec};
 use host_api::{EnvSnapshot, EnvSource, RegistrySnapshot};
 use poem::{IntoResponse, Response};
 use poem_openapi::{
@@ -31,13 +32,25 @@ use crate::{
     redact::redact,
 };
 
+/// A rendered body behind an ABI-stable shared pointer: sent natively as a
+/// `Bytes` that borrows it, and handed to the host as it is (see
+/// `Plugin::handle_shared`), so a cached body is never copied.
+#[derive(Clone)]
+pub struct SharedBody(pub RArc<RVec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
 /// A `GET` body ready to send: JSON documented as [`SecretsView`].
-pub struct SecretsBody(bytes::Bytes);
+pub struct SecretsBody(SharedBody);
 
 impl SecretsBody {
     /// The JSON bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        self.0.as_ref()
     }
 }
 
@@ -55,10 +68,15 @@ impl Payload for SecretsBody {
 
 impl IntoResponse for SecretsBody {
     fn into_response(self) -> Response {
-        Response::builder()
+        let mut resp = Response::builder()
             .header(poem::http::header::CONTENT_TYPE, Self::CONTENT_TYPE)
             // A reference to the cached buffer, not a copy of it.
-            .body(poem::Body::from_bytes(self.0))
+            .body(poem::Body::from_bytes(bytes::Bytes::from_owner(
+                self.0.clone(),
+            )));
+        // Lets the plugin's `handle_shared` pass the buffer itself on.
+        resp.extensions_mut().insert(self.0);
+        resp
     }
 }
 
@@ -88,7 +106,7 @@ struct Fragments {
 struct Body {
     registry_version: u64,
     env_version: u64,
-    bytes: bytes::Bytes,
+    bytes: SharedBody,
 }
 
 /// Caches the fragments per registry version and the body per (registry
@@ -115,7 +133,7 @@ impl BodyCache {
             return SecretsBody(b.bytes.clone());
         }
         let fragments = self.fragments(registry.version, index);
-        let bytes = bytes::Bytes::from(render(&fragments, env));
+        let bytes = SharedBody(RArc::new(RVec::from(render(&fragments, env))));
         *lock(&self.body) = Some(Body {
             registry_version: registry.version,
             env_version: env.version,
@@ -491,8 +509,8 @@ mod tests {
         let first = cache.get(&reg, &e, index(&reg));
         let again = cache.get(&reg, &e, index(&reg));
         assert_eq!(
-            first.0.as_ptr(),
-            again.0.as_ptr(),
+            first.as_bytes().as_ptr(),
+            again.as_bytes().as_ptr(),
             "the cached buffer is shared"
         );
         e = env(vec![(
