@@ -166,6 +166,17 @@ mod tests {
     }
 
     #[test]
+    fn shared_response_moves_the_body_and_hides_it() {
+        let owned = FfiResponse::json(201, b"SECRET-CANARY".to_vec());
+        let ptr = owned.body.as_ptr();
+        let shared = FfiSharedResponse::from(owned);
+        assert_eq!(shared.status, 201);
+        assert_eq!(shared.body.as_slice(), b"SECRET-CANARY");
+        assert_eq!(shared.body.as_ptr(), ptr, "moved, not copied");
+        assert!(!format!("{shared:?}").contains("CANARY"));
+    }
+
+    #[test]
     fn debug_hides_body() {
         let req = FfiRequest {
             body: RVec::from(b"SECRET-CANARY".to_vec()),
