@@ -17,7 +17,11 @@ out="target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 plugins="${MILADY_PLUGINS_DIR:-$HOME/.milady/plugins}"
 mkdir -p "$plugins"
-lib="$(ls "$out"/libsecrets_plugin.so "$out"/libsecrets_plugin.dylib "$out"/secrets_plugin.dll 2>/dev/null | head -n 1)"
+lib=""
+for candidate in "$out"/libsecrets_plugin.so "$out"/libsecrets_plugin.dylib "$out"/secrets_plugin.dll; do
+    if [ -f "$candidate" ]; then lib="$candidate"; break; fi
+done
+[ -n "$lib" ] || { echo "the secrets plugin library was not built" >&2; exit 1; }
 tmp="$(mktemp "$plugins/.install.XXXXXX")"
 cp "$lib" "$tmp"
 mv -f "$tmp" "$plugins/$(basename "$lib")"

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e_tests::{HostProcess, HostSpec, artifacts, client};
+use e2e_tests::{HostProcess, HostSpec, artifacts, client, spawn_listening, workspace_root};
 use serde_json::json;
 
 use crate::{get, put};
@@ -214,5 +214,50 @@ async fn non_loopback_bind_without_token_generates_one() -> Result<()> {
     let c = client();
     assert_eq!(c.get(&url).send().await?.status(), 401);
     assert_eq!(c.get(&url).bearer_auth(&token).send().await?.status(), 200);
+    Ok(())
+}
+
+/// The README's first command: builds, installs the plugin (atomically) into
+/// the plugin folder, writes a starter config and serves.
+#[tokio::test]
+async fn the_quick_start_script_installs_the_plugin_and_serves() -> Result<()> {
+    artifacts()?; // built once already, so the script's own build is quick
+    let dir = tempfile::tempdir()?;
+    let plugins = dir.path().join("plugins");
+    let config = dir.path().join("milady.toml");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(workspace_root().join("scripts/demo.sh"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--bind", "127.0.0.1:0"])
+        .env("PROFILE", "dev")
+        .env("MILADY_PLUGINS_DIR", &plugins)
+        .env_remove("MILADY_API_TOKEN")
+        .env_remove("MILADY_CONFIG_PATH")
+        .env_remove("MILADY_API_BIND")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut launched = spawn_listening(&mut cmd, Duration::from_secs(300))?;
+    let resp = client()
+        .get(format!("{}/api/secrets", launched.base))
+        .send()
+        .await?;
+    let status = resp.status();
+    let _ = launched.child.kill();
+    let _ = launched.child.wait();
+    assert_eq!(status, 200);
+    let installed: Vec<String> = std::fs::read_dir(&plugins)?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        installed.len(),
+        1,
+        "one library, no temp file left: {installed:?}"
+    );
+    assert!(installed[0].contains("secrets_plugin"));
+    assert!(
+        std::fs::read_to_string(&config)?.contains("[env]"),
+        "starter config written"
+    );
     Ok(())
 }
