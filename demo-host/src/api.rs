@@ -48,6 +48,7 @@ struct PluginInfo {
 
 /// Every plugin the host knows.
 #[derive(Object)]
+#[oai(example)]
 struct PluginList {
     /// Catalog plugins in catalog order, then loaded plugins.
     plugins: Vec<PluginInfo>,
@@ -55,6 +56,7 @@ struct PluginList {
 
 /// Body of `PUT /api/plugins/{id}`. Unknown fields are ignored.
 #[derive(Object)]
+#[oai(example)]
 struct TogglePlugin {
     /// The new state.
     enabled: bool,
@@ -62,6 +64,7 @@ struct TogglePlugin {
 
 /// Result of a toggle.
 #[derive(Object)]
+#[oai(example)]
 struct ToggleResult {
     /// Always `true`.
     ok: bool,
@@ -73,6 +76,7 @@ struct ToggleResult {
 
 /// The JSON error shape.
 #[derive(Object)]
+#[oai(example)]
 pub struct ErrorBody {
     /// Human-readable message; never contains a secret value.
     pub error: String,
@@ -82,6 +86,7 @@ pub struct ErrorBody {
 
 /// Health of the host.
 #[derive(Object)]
+#[oai(example)]
 struct Health {
     /// Always `ok` when the host answers.
     status: String,
@@ -104,6 +109,60 @@ enum ToggleResponse {
     /// The config file could not be written; nothing changed.
     #[oai(status = 500)]
     Storage(Json<ErrorBody>),
+}
+
+impl poem_openapi::types::Example for PluginList {
+    fn example() -> Self {
+        Self {
+            plugins: vec![PluginInfo {
+                id: "@elizaos/plugin-openai".into(),
+                name: "OpenAI".into(),
+                enabled: true,
+                loaded: false,
+                parameters: vec![ParameterInfo {
+                    key: "OPENAI_API_KEY".into(),
+                    kind: "string".into(),
+                    description: "API key for the OpenAI platform".into(),
+                    required: true,
+                    sensitive: true,
+                }],
+            }],
+        }
+    }
+}
+
+impl poem_openapi::types::Example for TogglePlugin {
+    fn example() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl poem_openapi::types::Example for ToggleResult {
+    fn example() -> Self {
+        Self {
+            ok: true,
+            id: "@elizaos/plugin-openai".into(),
+            enabled: true,
+        }
+    }
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    fn example() -> Self {
+        Self {
+            error: "no plugin with this id is known to the host".into(),
+            code: "plugin_not_found".into(),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for Health {
+    fn example() -> Self {
+        Self {
+            status: "ok".into(),
+            plugins: vec!["@milady/plugin-secrets".into()],
+        }
+    }
 }
 
 fn bad_toggle(_: poem::Error) -> ToggleResponse {

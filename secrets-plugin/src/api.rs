@@ -152,6 +152,7 @@ impl poem_openapi::types::Example for SecretInfo {
 
 /// Every known secret.
 #[derive(Object)]
+#[oai(example)]
 pub struct SecretsView {
     /// Key → state, for every parameter that some plugin of the registry
     /// (catalog or loaded, enabled or not) declares as sensitive.
@@ -220,7 +221,7 @@ impl ParseFromJSON for SecretsUpdate {
 
 /// The result of an update.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 pub struct UpdateResult {
     /// Always `true`.
     pub ok: bool,
@@ -237,6 +238,7 @@ pub struct UpdateResult {
 
 /// The JSON error shape of this API.
 #[derive(Object)]
+#[oai(example)]
 pub struct SecretsError {
     /// Human-readable message. Never contains a secret value.
     pub error: String,
@@ -245,6 +247,59 @@ pub struct SecretsError {
     /// For `invalid_secrets`: every rejected key with its reason.
     #[oai(skip_serializing_if_is_none)]
     pub rejected: Option<BTreeMap<String, String>>,
+}
+
+impl poem_openapi::types::Example for SecretsView {
+    fn example() -> Self {
+        let unset = SecretInfo {
+            value: String::new(),
+            set: false,
+            plugin_id: "@elizaos/plugin-anthropic".into(),
+            plugin_enabled: false,
+            used_by: vec![PluginRef {
+                id: "@elizaos/plugin-anthropic".into(),
+                name: "Anthropic".into(),
+                enabled: false,
+            }],
+            required: false,
+            description: "API key for the Anthropic API".into(),
+            source: None,
+        };
+        Self {
+            secrets: BTreeMap::from([
+                ("ANTHROPIC_API_KEY".to_owned(), unset),
+                ("OPENAI_API_KEY".to_owned(), SecretInfo::example()),
+            ]),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for UpdateResult {
+    fn example() -> Self {
+        Self {
+            ok: true,
+            updated: vec!["OPENAI_API_KEY".into()],
+            cleared: vec!["ANTHROPIC_API_KEY".into()],
+            restart_required: true,
+            affected_plugins: vec![
+                "@elizaos/plugin-anthropic".into(),
+                "@elizaos/plugin-openai".into(),
+            ],
+        }
+    }
+}
+
+impl poem_openapi::types::Example for SecretsError {
+    fn example() -> Self {
+        Self {
+            error: "2 secrets rejected".into(),
+            code: "invalid_secrets".into(),
+            rejected: Some(BTreeMap::from([
+                ("FOO".to_owned(), validate::NOT_DECLARED.to_owned()),
+                ("LD_PRELOAD".to_owned(), "blocked by the host".to_owned()),
+            ])),
+        }
+    }
 }
 
 fn error(code: &str, message: &str) -> Json<SecretsError> {
