@@ -343,26 +343,42 @@ mod tests {
         }
     }
 
+    /// Runs `update(env, i)` on `threads` threads released at once; the
+    /// outcomes in thread order.
+    fn race(
+        env: &Arc<RuntimeEnv>,
+        threads: usize,
+        update: impl Fn(&RuntimeEnv, usize) -> Outcome + Send + Sync + 'static,
+    ) -> Result<Vec<Outcome>, &'static str> {
+        let barrier = Arc::new(std::sync::Barrier::new(threads));
+        let update = Arc::new(update);
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                let (env, barrier, update) =
+                    (Arc::clone(env), Arc::clone(&barrier), Arc::clone(&update));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    update(&env, i)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| "worker panicked"))
+            .collect()
+    }
+
     #[test]
     fn concurrent_updates_all_land_with_distinct_versions() -> Result<(), Box<dyn std::error::Error>>
     {
         let dir = tempfile::tempdir()?;
         let env = Arc::new(env_in(dir.path()));
         let threads = 24;
-        let barrier = Arc::new(std::sync::Barrier::new(threads));
-        let workers: Vec<_> = (0..threads)
-            .map(|i| {
-                let env = Arc::clone(&env);
-                let barrier = Arc::clone(&barrier);
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    env.update_blocking(&[set(&format!("KEY_{i}"), &format!("value-{i}"))], None)
-                })
-            })
-            .collect();
+        let outcomes = race(&env, threads, |env, i| {
+            env.update_blocking(&[set(&format!("KEY_{i}"), &format!("value-{i}"))], None)
+        })?;
         let mut versions = Vec::new();
-        for w in workers {
-            let outcome = w.join().map_err(|_| "worker panicked")?;
+        for outcome in outcomes {
             versions.push(outcome.map_err(|e| e.message.to_string())?.version);
         }
         versions.sort_unstable();
@@ -391,21 +407,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let env = Arc::new(env_in(dir.path()));
         let seen = env.snapshot().version;
-        let threads = 8;
-        let barrier = Arc::new(std::sync::Barrier::new(threads));
-        let workers: Vec<_> = (0..threads)
-            .map(|i| {
-                let env = Arc::clone(&env);
-                let barrier = Arc::clone(&barrier);
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    env.update_blocking(&[set("SHARED", &format!("v{i}"))], Some(seen))
-                })
-            })
-            .collect();
+        let outcomes = race(&env, 8, move |env, i| {
+            env.update_blocking(&[set("SHARED", &format!("v{i}"))], Some(seen))
+        })?;
         let mut won = Vec::new();
-        for w in workers {
-            match w.join().map_err(|_| "worker panicked")? {
+        for outcome in outcomes {
+            match outcome {
                 Ok(update) => won.push(update.version),
                 Err(e) => assert_eq!(e.code.as_str(), HostError::CONFLICT),
             }

@@ -14,31 +14,24 @@ async fn bad_libraries_are_skipped_with_one_line_each_and_the_host_serves_the_re
     let mut spec = HostSpec::with_secrets()?
         .plugin(&a.incompatible, "incompatible.so")
         .plugin(&a.panicking, "panicking.so");
-    spec.plugin_files = vec![
-        ("junk.so".into(), b"this is not a library".to_vec()),
-        ("empty.so".into(), Vec::new()),
-        ("trunc-64.so".into(), real[..64].to_vec()),
-        ("trunc-4k.so".into(), real[..4096].to_vec()),
-        ("trunc-100k.so".into(), real[..100 * 1024].to_vec()),
-        ("trunc-half.so".into(), real[..real.len() / 2].to_vec()),
-        ("trunc-last-byte.so".into(), real[..real.len() - 1].to_vec()),
-        ("notes.txt".into(), b"ignored: not a library name".to_vec()),
-    ];
+    let broken = e2e_tests::broken_libraries(&real);
+    spec.plugin_files = broken
+        .iter()
+        .map(|(name, bytes)| ((*name).to_owned(), bytes.clone()))
+        .chain([(
+            "notes.txt".to_owned(),
+            b"ignored: not a library name".to_vec(),
+        )])
+        .collect();
     let h = HostProcess::start(spec)?;
     let (status, body) = get(&h, "/api/secrets").await?;
     assert_eq!(status, 200);
     assert!(body["secrets"]["OPENAI_API_KEY"].is_object());
     let log = h.log();
-    for file in [
-        "junk.so",
-        "empty.so",
-        "trunc-64.so",
-        "trunc-4k.so",
-        "trunc-100k.so",
-        "trunc-half.so",
-        "trunc-last-byte.so",
-        "incompatible.so",
-    ] {
+    for file in e2e_tests::BROKEN_LIBRARIES
+        .into_iter()
+        .chain(["incompatible.so"])
+    {
         let lines: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("plugin skipped") && l.contains(file))

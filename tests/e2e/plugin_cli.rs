@@ -75,14 +75,7 @@ fn bad_files(dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     let a = artifacts()?;
     let real = std::fs::read(&a.hello)?;
     let mut files = Vec::new();
-    for (name, bytes) in [
-        ("junk.so", b"this is not a library".to_vec()),
-        ("empty.so", Vec::new()),
-        ("trunc-64.so", real[..64].to_vec()),
-        ("trunc-4k.so", real[..4096].to_vec()),
-        ("trunc-100k.so", real[..100 * 1024].to_vec()),
-        ("trunc-half.so", real[..real.len() / 2].to_vec()),
-    ] {
+    for (name, bytes) in e2e_tests::broken_libraries(&real) {
         let path = dir.join(name);
         std::fs::write(&path, bytes)?;
         files.push((name, path));
@@ -263,7 +256,13 @@ fn list_names_every_library_with_its_compatibility_and_skip_reason() -> Result<(
     std::fs::write(plugins.join("notes.txt"), "not a library name")?;
 
     let listed = list_json(&plugins)?;
-    assert_eq!(listed.len(), 9, "every library, no other file: {listed:#?}");
+    // The broken files, the incompatible one and two copies of hello.
+    let expected = e2e_tests::BROKEN_LIBRARIES.len() + 3;
+    assert_eq!(
+        listed.len(),
+        expected,
+        "every library, no other file: {listed:#?}"
+    );
     let good = entry(&listed, "a-hello.so");
     assert_eq!(good["loads"], true);
     assert_eq!(good["compatible"], true);
@@ -288,14 +287,7 @@ fn list_names_every_library_with_its_compatibility_and_skip_reason() -> Result<(
             .is_some_and(|r| r.contains("host-api 0.2.0") && r.contains("host-api 0.1.1"))
     );
 
-    for name in [
-        "junk.so",
-        "empty.so",
-        "trunc-64.so",
-        "trunc-4k.so",
-        "trunc-100k.so",
-        "trunc-half.so",
-    ] {
+    for name in e2e_tests::BROKEN_LIBRARIES {
         let e = entry(&listed, name);
         assert_eq!(e["loads"], false, "{name}");
         assert_eq!(e["compatible"], Value::Null, "{name}: not a plugin");

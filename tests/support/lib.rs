@@ -183,6 +183,34 @@ pub fn write_catalog(path: &Path, plugins: usize, keys_per_plugin: usize) -> Res
     Ok(())
 }
 
+/// Names of the files [`broken_libraries`] makes, in order.
+pub const BROKEN_LIBRARIES: [&str; 7] = [
+    "junk.so",
+    "empty.so",
+    "trunc-64.so",
+    "trunc-4k.so",
+    "trunc-100k.so",
+    "trunc-half.so",
+    "trunc-last-byte.so",
+];
+
+/// Files that are not loadable plugins, named as in [`BROKEN_LIBRARIES`]:
+/// junk, an empty file, and copies of `real` (a real plugin library)
+/// truncated at 64 B, 4 KiB, 100 KiB, half its size and all but its last
+/// byte. A naive `dlopen` of the middle sizes kills the process with SIGBUS.
+pub fn broken_libraries(real: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let contents = [
+        b"this is not a library".to_vec(),
+        Vec::new(),
+        real[..64].to_vec(),
+        real[..4096].to_vec(),
+        real[..100 * 1024].to_vec(),
+        real[..real.len() / 2].to_vec(),
+        real[..real.len() - 1].to_vec(),
+    ];
+    BROKEN_LIBRARIES.into_iter().zip(contents).collect()
+}
+
 /// A spawned `demo-host` that printed the address it listens on.
 pub struct Launched {
     /// The process.
