@@ -1,11 +1,11 @@
-//! The bridge between poem and a plugin's `handle` entry point: converts a
+//! The bridge between poem and a plugin's `handle_shared` (or, for plugins
+//! built against host-api 0.1.0, `handle`) entry point: converts a
 //! `poem::Request` into an [`FfiRequest`], awaits the plugin's future on the
-//! host's runtime, and converts the [`FfiResponse`] back.
+//! host's runtime, and hands the response body to hyper without a copy.
 
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
-use abi_stable::std_types::RArc;
-use abi_stable::std_types::{RString, RVec, Tuple2};
+use abi_stable::std_types::{RArc, RString, RVec, Tuple2};
 use futures_util::FutureExt as _;
 use host_api::{FfiRequest, Header};
 use poem::{

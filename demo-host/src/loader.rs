@@ -319,14 +319,11 @@ fn classify(error: LibraryError, plugin_version: Option<&str>) -> LoadError {
             host_version,
             detail: String::new(),
         },
-        LibraryError::AbiInstability(err) => LoadError::Incompatible {
+        // abi_stable's report is a multi-page layout dump: keep one line.
+        LibraryError::AbiInstability(_) => LoadError::Incompatible {
             plugin_version: plugin_version.unwrap_or("unknown").to_owned(),
             host_version,
-            // abi_stable's report is a multi-page layout dump: keep one line.
-            detail: {
-                drop(err);
-                " (the root module's layout differs)".to_owned()
-            },
+            detail: " (the root module's layout differs)".to_owned(),
         },
         LibraryError::InvalidAbiHeader(h) => LoadError::Incompatible {
             plugin_version: format!("with abi_stable header {h:?}"),
