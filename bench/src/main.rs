@@ -35,11 +35,7 @@ use bench::{
     stats::{Spread, percentile},
 };
 use clap::{Parser, Subcommand, ValueEnum};
-use demo_host::{
-    app::{Host, HostOptions},
-    config_store::ConfigStore,
-    host_context::HostServices,
-};
+use demo_host::{ConfigStore, Host, HostOptions, HostServices};
 use poem::{Endpoint, IntoEndpoint, Server, listener::Acceptor as _, listener::Listener as _};
 use tokio::runtime::Runtime;
 

@@ -15,17 +15,20 @@ use poem::{
 use poem_openapi::OpenApiService;
 
 use crate::{
-    api::HostApi,
-    auth,
-    bridge::PluginEndpoint,
-    config_store::ConfigStore,
-    errors::{AllowHeader, render_error},
-    host_context::HostServices,
-    key_policy::KeyPolicy,
-    loader::{self, LoadedPlugin},
-    openapi_doc,
+    env::{key_policy::KeyPolicy, runtime::RuntimeEnv},
+    http::{
+        api::HostApi,
+        auth,
+        errors::{AllowHeader, render_error},
+        openapi as openapi_doc,
+    },
+    plugins::{
+        bridge::PluginEndpoint,
+        loader::{self, LoadedPlugin},
+        services::HostServices,
+    },
     registry::{self, Registry},
-    runtime_env::RuntimeEnv,
+    store::config_file::ConfigStore,
 };
 
 /// The environment variable holding the host's API token.
@@ -122,7 +125,7 @@ pub struct Host {
 pub enum StartupError {
     /// The config file is unreadable or invalid.
     #[error(transparent)]
-    Config(#[from] crate::config_store::ConfigError),
+    Config(#[from] crate::store::config_file::ConfigError),
     /// A catalog is unreadable or invalid.
     #[error(transparent)]
     Catalog(#[from] registry::CatalogError),
@@ -249,13 +252,22 @@ impl Host {
     /// The router: host routes, plugin routes through the bridge, docs,
     /// auth on `/api/*`, and JSON errors everywhere.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
-        self.endpoint_with_native(Vec::new())
+        self.router(Vec::new())
     }
 
     /// [`Host::endpoint`] plus endpoints linked natively into the host, each
     /// mounted (without stripping) at its prefix behind the same middleware.
-    /// Benchmarks use it to compare a plugin with the same code linked in.
+    /// Benchmarks use it to compare a plugin with the same code linked in
+    /// (only with the `bench` feature).
+    #[cfg(feature = "bench")]
     pub fn endpoint_with_native(
+        &self,
+        native: Vec<(String, BoxEndpoint<'static, Response>)>,
+    ) -> impl Endpoint<Output = Response> + use<> {
+        self.router(native)
+    }
+
+    fn router(
         &self,
         native: Vec<(String, BoxEndpoint<'static, Response>)>,
     ) -> impl Endpoint<Output = Response> + use<> {

@@ -1,5 +1,5 @@
 //! `demo-host`: the command-line entry point. Parses flags, sets up logging,
-//! assembles the [`demo_host::app::Host`] and serves it until SIGINT/SIGTERM;
+//! assembles the [`demo_host::Host`] and serves it until SIGINT/SIGTERM;
 //! `demo-host plugin ...` checks, lists and installs plugin libraries.
 
 use std::{
@@ -10,10 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use demo_host::{
-    app::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV},
-    plugin_cli,
-};
+use demo_host::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV, plugin_commands as plugin_cli};
 use poem::{
     Server,
     listener::{Acceptor, Listener, TcpListener},
@@ -217,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         loopback_only: cli.bind.ip().is_loopback(),
     };
     if serving {
-        let store = demo_host::config_store::ConfigStore::new(&options.config_path);
+        let store = demo_host::ConfigStore::new(&options.config_path);
         if store.create_default_if_missing()? {
             tracing::info!(path = %options.config_path.display(), "created a starter config file");
         }

@@ -1,7 +1,7 @@
 //! The host's router in-process (no plugin library, no socket): registry
 //! routes, JSON errors, auth, the Host-header check and the documents.
 
-use demo_host::app::{Host, HostOptions};
+use demo_host::{Host, HostOptions};
 use poem::{Endpoint, http::StatusCode, test::TestClient};
 use serde_json::{Value, json};
 

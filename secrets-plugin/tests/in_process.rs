@@ -2,10 +2,7 @@
 //! in a temporary folder), without loading a library: fast checks of the
 //! contract and the OpenAPI metadata.
 
-use demo_host::{
-    app::{Host, HostOptions},
-    host_context::HostServices,
-};
+use demo_host::{Host, HostOptions, HostServices};
 use poem::{Endpoint, http::StatusCode, test::TestClient};
 use serde_json::{Value, json};
 

@@ -544,16 +544,16 @@ async fn debug_output_of_public_types_never_shows_a_secret() -> Result<()> {
     let a = artifacts()?;
     std::fs::copy(&a.secrets, plugins.join("libsecrets_plugin.so"))?;
     std::fs::write(plugins.join("junk.so"), CANARY)?;
-    let store = demo_host::config_store::ConfigStore::new(&config);
+    let store = demo_host::ConfigStore::new(&config);
     leaks("ConfigStore", format!("{store:?}"));
     let loaded = store.load()?;
     leaks("ConfigSnapshot", format!("{loaded:?} {loaded:#?}"));
 
-    let mut options = demo_host::app::HostOptions::new(&config);
+    let mut options = demo_host::HostOptions::new(&config);
     options.plugins_dir = Some(plugins.clone());
     options.token = Some(CANARY.to_owned());
     leaks("HostOptions", format!("{options:?} {options:#?}"));
-    let host = demo_host::app::Host::build(
+    let host = demo_host::Host::build(
         options,
         vec![("ANTHROPIC_API_KEY".to_owned(), CANARY.to_owned())],
     )?;
@@ -572,7 +572,7 @@ async fn debug_output_of_public_types_never_shows_a_secret() -> Result<()> {
     std::fs::write(&config, format!("env = \"{CANARY}\"\n"))?;
     let err = store.load().expect_err("wrong shape");
     leaks("ConfigError (shape)", format!("{err:?} {err}"));
-    let err = demo_host::loader::load_plugin(&plugins.join("junk.so")).expect_err("not a library");
+    let err = demo_host::load_plugin(&plugins.join("junk.so")).expect_err("not a library");
     leaks("LoadError", format!("{err:?} {err}"));
     Ok(())
 }

@@ -3,7 +3,7 @@
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use subtle::ConstantTimeEq as _;
 
-use crate::errors::json_error_response;
+use crate::http::errors::json_error_response;
 
 /// Where a request may carry the token.
 const TOKEN_HEADERS: [&str; 2] = ["x-milady-token", "x-api-key"];

@@ -13,7 +13,7 @@ use host_api::{
     LogLevel, RegistrySnapshot,
 };
 
-use crate::{registry::Registry, runtime_env::RuntimeEnv};
+use crate::{env::runtime::RuntimeEnv, registry::Registry};
 
 /// The services one plugin receives. Cheap to clone.
 #[derive(Clone)]

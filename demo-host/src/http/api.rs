@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use crate::{config_store::ConfigStore, registry::Registry};
+use crate::{registry::Registry, store::config_file::ConfigStore};
 
 /// The host's own routes, documented with poem-openapi.
 pub struct HostApi {

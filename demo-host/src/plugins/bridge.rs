@@ -14,8 +14,8 @@ use poem::{
 };
 use tokio::io::AsyncReadExt as _;
 
-use crate::errors::{json_error, json_error_response};
-use crate::loader::PluginModule;
+use crate::http::errors::{json_error, json_error_response};
+use crate::plugins::loader::PluginModule;
 
 /// A poem endpoint that forwards every request to one plugin.
 #[derive(Clone)]

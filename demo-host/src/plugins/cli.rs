@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     app::{HOST_ROUTES, overlaps},
-    loader::{self, LIBRARY_EXTENSION, LoadError},
+    plugins::loader::{self, LIBRARY_EXTENSION, LoadError},
 };
 
 /// How long a probe child may take before it is killed and the file refused.

@@ -25,8 +25,8 @@ use abi_stable::std_types::{RArc, RString, RVec};
 use host_api::{EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostError};
 
 use crate::{
-    config_store::{ConfigStore, EnvEdit},
-    key_policy::KeyPolicy,
+    env::key_policy::KeyPolicy,
+    store::config_file::{ConfigStore, EnvEdit},
 };
 
 type Outcome = Result<EnvUpdate, HostError>;
@@ -108,7 +108,9 @@ impl RuntimeEnv {
     }
 
     /// How many config writes updates have made so far; with concurrent
-    /// updates, fewer than the updates (see the module notes).
+    /// updates, fewer than the updates (see the module notes). For tests and
+    /// the benchmark (`bench` feature) only.
+    #[cfg(any(test, feature = "bench"))]
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -301,7 +303,7 @@ fn conflict() -> HostError {
 
 /// The boundary error for a failed durable write: the client gets the cause
 /// without internal paths; the log gets everything.
-fn storage(e: &crate::config_store::ConfigError) -> HostError {
+fn storage(e: &crate::store::config_file::ConfigError) -> HostError {
     tracing::error!(error = %e, "could not write the config file");
     HostError::new(HostError::STORAGE, e.client_message())
 }

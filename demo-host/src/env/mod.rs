@@ -1,0 +1,4 @@
+//! The runtime environment plugins read, and the rules for its keys.
+
+pub(crate) mod key_policy;
+pub(crate) mod runtime;

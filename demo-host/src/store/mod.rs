@@ -1,0 +1,3 @@
+//! Where the host keeps its state on disk: the TOML config file.
+
+pub(crate) mod config_file;
