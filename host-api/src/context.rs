@@ -113,6 +113,40 @@ pub struct EnvChange {
     pub value: ROption<RString>,
 }
 
+impl EnvChange {
+    /// A change that sets `key` to `value`.
+    ///
+    /// ```
+    /// let c = host_api::EnvChange::set("A", "1");
+    /// assert_eq!((c.key(), c.value()), ("A", Some("1")));
+    /// assert_eq!(host_api::EnvChange::clear("A").value(), None);
+    /// ```
+    pub fn set(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: RString::from(key.into()),
+            value: ROption::RSome(RString::from(value.into())),
+        }
+    }
+
+    /// A change that removes `key`.
+    pub fn clear(key: impl Into<String>) -> Self {
+        Self {
+            key: RString::from(key.into()),
+            value: ROption::RNone,
+        }
+    }
+
+    /// The variable name.
+    pub fn key(&self) -> &str {
+        self.key.as_str()
+    }
+
+    /// The new value, or `None` when the change clears the key.
+    pub fn value(&self) -> Option<&str> {
+        self.value.as_ref().map(RString::as_str).into_option()
+    }
+}
+
 impl std::fmt::Debug for EnvChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvChange")

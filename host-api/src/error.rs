@@ -36,11 +36,11 @@ impl HostError {
     /// Some items of a request were refused; see `details`.
     pub const REJECTED: &'static str = "rejected";
     /// The config file could not be read or written.
-    pub const STORAGE: &'static str = "storage_error";
+    pub const STORAGE: &'static str = crate::ErrorCode::StorageError.as_str();
     /// A plugin failed to initialise.
     pub const INIT: &'static str = "init_failed";
     /// Anything else, including a caught panic.
-    pub const INTERNAL: &'static str = "internal_error";
+    pub const INTERNAL: &'static str = crate::ErrorCode::InternalError.as_str();
 
     /// A new error without details. `code` is usually one of the associated
     /// constants; `message` must not contain a secret value.

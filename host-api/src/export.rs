@@ -132,7 +132,7 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
 pub fn panic_response() -> FfiResponse {
     FfiResponse::error(
         500,
-        "plugin_panicked",
+        crate::ErrorCode::PluginPanicked,
         "the plugin failed while handling the request",
     )
 }

@@ -137,7 +137,7 @@ impl FfiResponse {
     }
 
     /// The JSON error shape every host and plugin error uses:
-    /// `{"error": message, "code": code}`.
+    /// `{"error": message, "code": code}` (see [`crate::ErrorCode`]).
     ///
     /// `message` and `code` are escaped as JSON strings.
     ///
@@ -147,9 +147,8 @@ impl FfiResponse {
     /// let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     /// assert_eq!(body, serde_json::json!({"error": "no such route", "code": "not_found"}));
     /// ```
-    pub fn error(status: u16, code: &str, message: &str) -> Self {
-        let body = serde_json::json!({ "error": message, "code": code });
-        Self::json(status, body.to_string())
+    pub fn error(status: u16, code: impl AsRef<str>, message: &str) -> Self {
+        Self::json(status, crate::codes::error_body(code, message))
     }
 }
 

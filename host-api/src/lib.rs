@@ -83,6 +83,7 @@
 
 #![allow(non_local_definitions)] // emitted by abi_stable_derive 0.11 on current compilers
 
+pub mod codes;
 pub mod context;
 pub mod error;
 pub mod export;
@@ -96,6 +97,7 @@ pub use abi_stable::StableAbi;
 pub use async_ffi;
 pub use async_ffi::FfiFuture;
 
+pub use codes::{ErrorCode, error_body};
 pub use context::{
     EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostContext, HostContext_TO,
     HostContextBox, LogLevel, PluginEntry, RegistrySnapshot,
