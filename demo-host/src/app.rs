@@ -1,10 +1,7 @@
 //! Assembling the host: config, registry, runtime environment, plugins, and
 //! the router that serves them.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::PathBuf, sync::Arc};
 
 use poem::{
     Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
@@ -19,13 +16,14 @@ use crate::{
     http::{
         api::HostApi,
         auth,
-        errors::{AllowHeader, render_error},
+        allow::AllowHeader,
+        errors::render_error,
         openapi as openapi_doc,
     },
     plugins::{
         bridge::PluginEndpoint,
         loader::{self, LoadedPlugin},
-        services::HostServices,
+        mount::{Served, mount},
     },
     registry::{self, Registry},
     store::config_file::ConfigStore,
@@ -37,9 +35,6 @@ pub const TOKEN_ENV: &str = "MILADY_API_TOKEN";
 /// The default request-body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Routes the host serves itself; no plugin may claim them (or anything
-/// below them).
-pub const HOST_ROUTES: [&str; 4] = ["/api/plugins", "/api/health", "/openapi.json", "/docs"];
 
 /// Everything needed to assemble a host.
 #[derive(Clone)]
@@ -196,14 +191,14 @@ impl Host {
         let mut skipped = Vec::new();
         for path in files {
             let started = std::time::Instant::now();
-            match mount(
-                &path,
-                &registry,
-                &env,
-                &snapshot.plugin_enabled,
-                &plugins,
-                &mut openapi,
-            ) {
+            let served = Served {
+                routes: plugins
+                    .iter()
+                    .flat_map(|m| m.plugin.manifest.routes.iter().map(|r| r.as_str()))
+                    .collect(),
+                openapi: &mut openapi,
+            };
+            match mount(&path, &registry, &env, &snapshot.plugin_enabled, served) {
                 Ok(plugin) => {
                     tracing::info!(
                         file = %path.display(),
@@ -215,7 +210,8 @@ impl Host {
                     );
                     plugins.push(MountedPlugin { plugin });
                 }
-                Err(reason) => {
+                Err(error) => {
+                    let reason = error.to_string();
                     tracing::warn!(file = %path.display(), %reason, "plugin skipped");
                     skipped.push(SkippedPlugin { path, reason });
                 }
@@ -320,50 +316,6 @@ impl Host {
             .map_to_response()
             .into_endpoint()
     }
-}
-
-/// Loads, checks, registers and initialises one plugin file.
-fn mount(
-    path: &Path,
-    registry: &Arc<Registry>,
-    env: &Arc<RuntimeEnv>,
-    enabled: &std::collections::BTreeMap<String, bool>,
-    mounted: &[MountedPlugin],
-    openapi: &mut serde_json::Value,
-) -> Result<LoadedPlugin, String> {
-    let plugin = loader::load_plugin(path).map_err(|e| e.to_string())?;
-    let id = plugin.manifest.id.to_string();
-    for prefix in &plugin.manifest.routes {
-        let clash = HOST_ROUTES.iter().any(|h| overlaps(h, prefix))
-            || mounted
-                .iter()
-                .flat_map(|m| m.plugin.manifest.routes.iter())
-                .any(|r| overlaps(r, prefix));
-        if clash {
-            return Err(format!(
-                "plugin `{id}`: route prefix `{prefix}` collides with a route already served"
-            ));
-        }
-    }
-    let mut candidate = openapi.clone();
-    openapi_doc::merge(&mut candidate, &plugin.openapi)
-        .map_err(|e| format!("plugin `{id}`: its OpenAPI document collides: {e}"))?;
-    registry
-        .add_loaded(&plugin.manifest, enabled)
-        .map_err(|e| format!("plugin `{id}`: {e}"))?;
-    let services = HostServices::new(Arc::clone(registry), Arc::clone(env), &id);
-    if let Err(e) = loader::init_plugin(&plugin, services.into_box()) {
-        registry.remove_loaded(&id);
-        return Err(e.to_string());
-    }
-    *openapi = candidate;
-    Ok(plugin)
-}
-
-/// Whether two route prefixes would capture the same requests.
-pub fn overlaps(a: &str, b: &str) -> bool {
-    let under = |x: &str, y: &str| x == y || x.starts_with(&format!("{y}/"));
-    under(a, b) || under(b, a)
 }
 
 fn render_swagger_page(service: &OpenApiService<HostApi, ()>) -> String {

@@ -26,6 +26,7 @@ pub use app::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV};
 pub use plugins::services::HostServices;
 pub use store::config_file::ConfigStore;
 pub use app::{MountedPlugin, SkippedPlugin, StartupError};
+pub use plugins::mount::MountError;
 pub use env::{key_policy::KeyPolicy, runtime::RuntimeEnv};
 pub use plugins::loader::{LoadError, LoadedPlugin, load_plugin};
 pub use registry::Registry;
@@ -34,5 +35,9 @@ pub use store::config_file::{ConfigError, ConfigSnapshot};
 /// The `demo-host plugin ...` commands: probe a library in a child process,
 /// list the plugin folder, install a library into it.
 pub mod plugin_commands {
-    pub use crate::plugins::cli::{install, list, probe_here, render_list};
+    pub use crate::plugins::{
+        install::{InstallError, Installed, install},
+        listing::{ListError, ListedPlugin, list, render_list},
+        probe::{ProbeReport, probe_here},
+    };
 }

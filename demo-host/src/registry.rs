@@ -16,7 +16,7 @@ use host_api::{ParamSpec, PluginEntry, PluginManifest, RegistrySnapshot};
 use serde::Deserialize;
 
 /// The catalog built into the host: a realistic set of elizaOS plugins.
-pub const DEFAULT_CATALOG: &str = include_str!("../catalog/default-plugins.json");
+pub(crate) const DEFAULT_CATALOG: &str = include_str!("../catalog/default-plugins.json");
 
 /// A catalog file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ pub struct CatalogEntry {
 
 /// Parses a catalog in Milady's `plugins.json` format. `origin` names the
 /// source in errors.
-pub fn parse_catalog(json: &str, origin: &str) -> Result<Vec<CatalogEntry>, CatalogError> {
+pub(crate) fn parse_catalog(json: &str, origin: &str) -> Result<Vec<CatalogEntry>, CatalogError> {
     let invalid = |reason: String| CatalogError::Invalid {
         origin: origin.to_owned(),
         reason,
@@ -130,13 +130,18 @@ pub fn parse_catalog(json: &str, origin: &str) -> Result<Vec<CatalogEntry>, Cata
 }
 
 /// Reads and parses a catalog file.
-pub fn load_catalog_file(path: &Path) -> Result<Vec<CatalogEntry>, CatalogError> {
+pub(crate) fn load_catalog_file(path: &Path) -> Result<Vec<CatalogEntry>, CatalogError> {
     let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
         path: path.display().to_string(),
         source,
     })?;
     parse_catalog(&text, &path.display().to_string())
 }
+
+/// Another loaded plugin already has this id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("another loaded plugin already has the id `{0}`")]
+pub struct DuplicateId(pub String);
 
 /// The registry of every plugin the host knows.
 pub struct Registry {
@@ -197,7 +202,7 @@ impl Registry {
         &self,
         manifest: &PluginManifest,
         enabled: &BTreeMap<String, bool>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DuplicateId> {
         self.modify(|plugins| {
             let item = PluginEntry {
                 id: manifest.id.clone(),
@@ -207,10 +212,7 @@ impl Registry {
                 parameters: manifest.parameters.clone(),
             };
             match plugins.iter_mut().find(|p| p.id == manifest.id) {
-                Some(existing) if existing.loaded => Err(format!(
-                    "another loaded plugin already has the id `{}`",
-                    manifest.id
-                )),
+                Some(existing) if existing.loaded => Err(DuplicateId(manifest.id.to_string())),
                 Some(existing) => {
                     *existing = item;
                     Ok(())
@@ -227,7 +229,7 @@ impl Registry {
     pub fn remove_loaded(&self, id: &str) {
         let _ = self.modify(|plugins| {
             plugins.retain(|p| !(p.loaded && p.id == id));
-            Ok(())
+            Ok::<(), std::convert::Infallible>(())
         });
     }
 
@@ -250,15 +252,15 @@ impl Registry {
                 p.enabled = enabled;
                 changed = Some(p.clone());
             }
-            Ok(())
+            Ok::<(), std::convert::Infallible>(())
         });
         Ok(changed)
     }
 
-    fn modify(
+    fn modify<E>(
         &self,
-        f: impl FnOnce(&mut Vec<PluginEntry>) -> Result<(), String>,
-    ) -> Result<(), String> {
+        f: impl FnOnce(&mut Vec<PluginEntry>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let mut plugins: Vec<PluginEntry> = guard.plugins.to_vec();
         f(&mut plugins)?;

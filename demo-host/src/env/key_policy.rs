@@ -7,7 +7,7 @@
 
 /// Patterns blocked by default. `PREFIX*` and `*SUFFIX` match by prefix or
 /// suffix; everything is compared case-insensitively.
-pub const DEFAULT_BLOCKED: &[&str] = &[
+pub(crate) const DEFAULT_BLOCKED: &[&str] = &[
     // dynamic loader
     "LD_*",
     "DYLD_*",
@@ -53,7 +53,7 @@ pub const DEFAULT_BLOCKED: &[&str] = &[
 ];
 
 /// The longest variable name the API accepts.
-pub const MAX_KEY_LEN: usize = 256;
+pub(crate) const MAX_KEY_LEN: usize = 256;
 
 /// The host's rules for writable environment keys.
 #[derive(Clone, Debug)]
@@ -97,7 +97,7 @@ impl KeyPolicy {
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`, at most [`MAX_KEY_LEN`] bytes.
-pub fn is_valid_env_name(key: &str) -> bool {
+pub(crate) fn is_valid_env_name(key: &str) -> bool {
     let mut bytes = key.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')

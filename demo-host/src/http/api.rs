@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use host_api::ErrorCode;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use crate::{registry::Registry, store::config_file::ConfigStore};
 
 /// The host's own routes, documented with poem-openapi.
-pub struct HostApi {
+pub(crate) struct HostApi {
     /// The registry the routes read and toggle.
     pub registry: Arc<Registry>,
     /// Where toggles are persisted.
@@ -77,7 +78,7 @@ struct ToggleResult {
 /// The JSON error shape.
 #[derive(Object)]
 #[oai(example)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// Human-readable message; never contains a secret value.
     pub error: String,
     /// Machine-readable code.
@@ -151,7 +152,7 @@ impl poem_openapi::types::Example for ErrorBody {
     fn example() -> Self {
         Self {
             error: "no plugin with this id is known to the host".into(),
-            code: "plugin_not_found".into(),
+            code: ErrorCode::PluginNotFound.to_string(),
         }
     }
 }
@@ -167,15 +168,15 @@ impl poem_openapi::types::Example for Health {
 
 fn bad_toggle(_: poem::Error) -> ToggleResponse {
     ToggleResponse::BadRequest(error_body(
-        "bad_request",
+        ErrorCode::BadRequest,
         "the body must be a JSON object `{\"enabled\": true|false}`",
     ))
 }
 
-fn error_body(code: &str, message: &str) -> Json<ErrorBody> {
+fn error_body(code: ErrorCode, message: &str) -> Json<ErrorBody> {
     Json(ErrorBody {
         error: message.to_owned(),
-        code: code.to_owned(),
+        code: code.as_str().to_owned(),
     })
 }
 
@@ -256,15 +257,15 @@ impl HostApi {
                 }))
             }
             Ok(Ok(None)) => ToggleResponse::NotFound(error_body(
-                "plugin_not_found",
+                ErrorCode::PluginNotFound,
                 "no plugin with this id is known to the host",
             )),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not persist a plugin toggle");
-                ToggleResponse::Storage(error_body("storage_error", &e.client_message()))
+                ToggleResponse::Storage(error_body(ErrorCode::StorageError, &e.client_message()))
             }
             Err(_) => {
-                ToggleResponse::Storage(error_body("internal_error", "the toggle task failed"))
+                ToggleResponse::Storage(error_body(ErrorCode::InternalError, "the toggle task failed"))
             }
         }
     }

@@ -3,19 +3,21 @@
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use subtle::ConstantTimeEq as _;
 
+use host_api::ErrorCode;
+
 use crate::http::errors::json_error_response;
 
 /// Where a request may carry the token.
 const TOKEN_HEADERS: [&str; 2] = ["x-milady-token", "x-api-key"];
 
 /// Whether `path` is under `/api`.
-pub fn is_api_path(path: &str) -> bool {
+pub(crate) fn is_api_path(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
 }
 
 /// The token a request presents, if any: `Authorization: Bearer <t>`,
 /// `X-Milady-Token: <t>` or `X-Api-Key: <t>`.
-pub fn presented_token(req: &Request) -> Option<&str> {
+pub(crate) fn presented_token(req: &Request) -> Option<&str> {
     let bearer = req
         .headers()
         .get(poem::http::header::AUTHORIZATION)
@@ -34,13 +36,13 @@ pub fn presented_token(req: &Request) -> Option<&str> {
 /// Compares in time independent of where the strings differ. (Only the
 /// length can be told apart, and the token's length is not a secret worth
 /// keeping: generated tokens all have the same one.)
-pub fn token_matches(expected: &str, presented: &str) -> bool {
+pub(crate) fn token_matches(expected: &str, presented: &str) -> bool {
     bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
 }
 
 /// Whether a `Host` header value names this machine's loopback interface:
 /// `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`, with any port.
-pub fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
             Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
@@ -64,7 +66,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// For a host bound to loopback: a 403 JSON error when the request's `Host`
 /// names anything else. A web page on another origin that rebinds its DNS
 /// name to 127.0.0.1 still sends its own name, so it is refused here.
-pub fn refuse_foreign_host(req: &Request) -> Option<Response> {
+pub(crate) fn refuse_foreign_host(req: &Request) -> Option<Response> {
     let host = req
         .headers()
         .get(poem::http::header::HOST)
@@ -73,7 +75,7 @@ pub fn refuse_foreign_host(req: &Request) -> Option<Response> {
     (!is_loopback_host(host)).then(|| {
         json_error_response(
             StatusCode::FORBIDDEN,
-            "forbidden_host",
+            ErrorCode::ForbiddenHost,
             "this host only answers requests addressed to a loopback name",
         )
     })
@@ -81,7 +83,7 @@ pub fn refuse_foreign_host(req: &Request) -> Option<Response> {
 
 /// Middleware: when a token is configured, `/api/*` requests without it get
 /// 401 `{"error": "Unauthorized", "code": "unauthorized"}`.
-pub async fn require_token<E: Endpoint>(
+pub(crate) async fn require_token<E: Endpoint>(
     next: E,
     req: Request,
     token: Option<&str>,
@@ -92,7 +94,7 @@ pub async fn require_token<E: Endpoint>(
     {
         return Ok(json_error_response(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "Unauthorized",
         ));
     }

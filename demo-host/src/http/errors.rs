@@ -1,47 +1,31 @@
 //! The JSON error shape every host response uses:
-//! `{"error": "human-readable message", "code": "machine_code"}`.
+//! `{"error": "human-readable message", "code": "machine_code"}`, with the
+//! codes and the body builder that host-api shares with plugins.
 
+use host_api::ErrorCode;
 use poem::{
     Response,
     http::{StatusCode, header},
 };
 
 /// A JSON error response.
-pub fn json_error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": message, "code": code });
+pub(crate) fn json_error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(body.to_string())
+        .body(host_api::error_body(code, message))
 }
 
 /// A poem error that renders as a JSON error response.
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> poem::Error {
+pub(crate) fn json_error(status: StatusCode, code: ErrorCode, message: &str) -> poem::Error {
     poem::Error::from_response(json_error_response(status, code, message))
-}
-
-/// The machine code for a status, for errors raised by poem itself.
-pub fn code_for_status(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::PRECONDITION_FAILED => "precondition_failed",
-        s if s.is_client_error() => "client_error",
-        _ => "internal_error",
-    }
 }
 
 /// Converts any error that reached the top of the router into the JSON
 /// shape. Errors that already carry a JSON response keep it; for the rest
 /// only the status is kept: poem's messages can quote request content.
-pub async fn render_error(err: poem::Error) -> Response {
+pub(crate) async fn render_error(err: poem::Error) -> Response {
     let status = err.status();
     let resp = err.into_response();
     let is_json = resp
@@ -61,176 +45,5 @@ pub async fn render_error(err: poem::Error) -> Response {
         s if s.is_server_error() => "internal error",
         _ => status.canonical_reason().unwrap_or("error"),
     };
-    json_error_response(status, code_for_status(status), message)
-}
-
-/// The methods each documented path accepts, for the `Allow` header that
-/// RFC 9110 requires on a 405.
-#[derive(Debug, Default, Clone)]
-pub struct AllowIndex {
-    /// Path template split into segments (`None`: a `{parameter}`), and the
-    /// `Allow` value.
-    routes: Vec<(Vec<Option<String>>, String)>,
-}
-
-impl AllowIndex {
-    /// Builds the index from the paths of an OpenAPI document.
-    pub fn from_openapi(doc: &serde_json::Value) -> Self {
-        const METHODS: [&str; 8] = [
-            "get", "put", "post", "delete", "options", "head", "patch", "trace",
-        ];
-        let routes = doc
-            .get("paths")
-            .and_then(serde_json::Value::as_object)
-            .map(|paths| {
-                paths
-                    .iter()
-                    .filter_map(|(template, item)| {
-                        let methods: Vec<String> = METHODS
-                            .iter()
-                            .filter(|m| item.get(**m).is_some())
-                            .map(|m| m.to_ascii_uppercase())
-                            .collect();
-                        (!methods.is_empty()).then(|| (segments(template), methods.join(", ")))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self { routes }
-    }
-
-    /// The `Allow` value for a request path, if a documented path matches.
-    pub fn allow_for(&self, path: &str) -> Option<&str> {
-        let parts: Vec<&str> = split_path(path).collect();
-        self.routes
-            .iter()
-            .find(|(template, _)| {
-                template.len() == parts.len()
-                    && template.iter().zip(&parts).all(|(t, p)| match t {
-                        Some(literal) => literal == p,
-                        None => !p.is_empty(),
-                    })
-            })
-            .map(|(_, allow)| allow.as_str())
-    }
-}
-
-fn split_path(path: &str) -> impl Iterator<Item = &str> {
-    path.trim_end_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-}
-
-fn segments(template: &str) -> Vec<Option<String>> {
-    split_path(template)
-        .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned()))
-        .collect()
-}
-
-/// Middleware: adds `Allow` (from an [`AllowIndex`]) to every 405 response.
-/// Apply it outside the error renderer, so poem's own 405s have become
-/// responses by then.
-#[derive(Debug, Clone)]
-pub struct AllowHeader(std::sync::Arc<AllowIndex>);
-
-impl AllowHeader {
-    /// The middleware for the paths of an OpenAPI document.
-    pub fn new(doc: &serde_json::Value) -> Self {
-        Self(std::sync::Arc::new(AllowIndex::from_openapi(doc)))
-    }
-}
-
-impl<E: poem::Endpoint> poem::Middleware<E> for AllowHeader {
-    type Output = AllowHeaderEndpoint<E>;
-
-    fn transform(&self, inner: E) -> Self::Output {
-        AllowHeaderEndpoint {
-            inner,
-            index: std::sync::Arc::clone(&self.0),
-        }
-    }
-}
-
-/// The endpoint [`AllowHeader`] wraps around another.
-pub struct AllowHeaderEndpoint<E> {
-    inner: E,
-    index: std::sync::Arc<AllowIndex>,
-}
-
-impl<E: poem::Endpoint> poem::Endpoint for AllowHeaderEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: poem::Request) -> poem::Result<Response> {
-        let path = req.uri().path().to_owned();
-        let mut resp = poem::IntoResponse::into_response(self.inner.call(req).await?);
-        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-            && !resp.headers().contains_key(header::ALLOW)
-            && let Some(allow) = self.index.allow_for(&path)
-            && let Ok(value) = poem::http::HeaderValue::from_str(allow)
-        {
-            resp.headers_mut().insert(header::ALLOW, value);
-        }
-        Ok(resp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allow_lists_the_documented_methods_of_the_matching_path() {
-        let doc = serde_json::json!({"paths": {
-            "/api/secrets": {"get": {}, "put": {}},
-            "/api/plugins/{id}": {"put": {}, "parameters": []},
-            "/api/plugins": {"get": {}},
-        }});
-        let index = AllowIndex::from_openapi(&doc);
-        assert_eq!(index.allow_for("/api/secrets"), Some("GET, PUT"));
-        assert_eq!(index.allow_for("/api/secrets/"), Some("GET, PUT"));
-        assert_eq!(index.allow_for("/api/plugins"), Some("GET"));
-        assert_eq!(
-            index.allow_for("/api/plugins/%40elizaos%2Fplugin-openai"),
-            Some("PUT")
-        );
-        assert_eq!(index.allow_for("/api/plugins/a/b"), None);
-        assert_eq!(index.allow_for("/nowhere"), None);
-    }
-
-    #[tokio::test]
-    async fn a_405_gets_allow_and_other_statuses_do_not() {
-        use poem::{Endpoint as _, EndpointExt as _, Route, get, handler};
-        #[handler]
-        fn ok() -> &'static str {
-            "ok"
-        }
-        let doc = serde_json::json!({"paths": {"/a": {"get": {}}}});
-        let app = Route::new()
-            .at("/a", get(ok))
-            .catch_all_error(render_error)
-            .with(AllowHeader::new(&doc));
-        let resp = app
-            .call(
-                poem::Request::builder()
-                    .method(poem::http::Method::TRACE)
-                    .uri_str("/a")
-                    .finish(),
-            )
-            .await
-            .map(poem::IntoResponse::into_response);
-        let resp = resp.expect("rendered");
-        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(
-            resp.headers()
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok()),
-            Some("GET")
-        );
-        let resp = app
-            .call(poem::Request::builder().uri_str("/a").finish())
-            .await
-            .map(poem::IntoResponse::into_response)
-            .expect("ok");
-        assert!(!resp.headers().contains_key(header::ALLOW));
-    }
+    json_error_response(status, ErrorCode::for_status(status.as_u16()), message)
 }

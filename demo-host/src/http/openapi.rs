@@ -6,12 +6,36 @@
 
 use serde_json::{Map, Value};
 
+/// Why a plugin's OpenAPI document cannot join the merged one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MergeError {
+    /// The path is already served by the host or another plugin.
+    #[error("path `{0}` is already served")]
+    PathTaken(String),
+    /// A component of that name exists with another definition.
+    #[error("component `{section}/{name}` is already defined differently")]
+    ComponentTaken {
+        /// `schemas`, `responses`, ...
+        section: String,
+        /// The component's name.
+        name: String,
+    },
+    /// The document, or one of its sections, is not a JSON object.
+    #[error("`{0}` is not an object")]
+    NotAnObject(String),
+}
+
+/// Why the Swagger UI page could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("the Swagger UI page does not embed the expected document")]
+pub(crate) struct SwaggerPageError;
+
 /// Merges `plugin` into `base`. On a collision nothing is changed and the
 /// error names what collided.
-pub fn merge(base: &mut Value, plugin: &Value) -> Result<(), String> {
+pub(crate) fn merge(base: &mut Value, plugin: &Value) -> Result<(), MergeError> {
     let mut merged = base.clone();
     merge_map(&mut merged, plugin, "paths", |name, _, _| {
-        Err(format!("path `{name}` is already served"))
+        Err(MergeError::PathTaken(name.to_owned()))
     })?;
     for section in [
         "schemas",
@@ -26,7 +50,7 @@ pub fn merge(base: &mut Value, plugin: &Value) -> Result<(), String> {
         };
         let target = merged
             .as_object_mut()
-            .ok_or("the base document is not an object")?
+            .ok_or_else(|| MergeError::NotAnObject("the base document".into()))?
             .entry("components")
             .or_insert_with(|| Value::Object(Map::new()));
         let wrapper = serde_json::json!({ section: incoming });
@@ -34,9 +58,10 @@ pub fn merge(base: &mut Value, plugin: &Value) -> Result<(), String> {
             if old == new {
                 Ok(())
             } else {
-                Err(format!(
-                    "component `{section}/{name}` is already defined differently"
-                ))
+                Err(MergeError::ComponentTaken {
+                    section: section.to_owned(),
+                    name: name.to_owned(),
+                })
             }
         })?;
     }
@@ -49,18 +74,18 @@ fn merge_map(
     target: &mut Value,
     source: &Value,
     key: &str,
-    on_collision: impl Fn(&str, &Value, &Value) -> Result<(), String>,
-) -> Result<(), String> {
+    on_collision: impl Fn(&str, &Value, &Value) -> Result<(), MergeError>,
+) -> Result<(), MergeError> {
     let Some(incoming) = source.get(key).and_then(Value::as_object) else {
         return Ok(());
     };
     let map = target
         .as_object_mut()
-        .ok_or("the document is not an object")?
+        .ok_or_else(|| MergeError::NotAnObject("the document".into()))?
         .entry(key)
         .or_insert_with(|| Value::Object(Map::new()))
         .as_object_mut()
-        .ok_or_else(|| format!("`{key}` is not an object"))?;
+        .ok_or_else(|| MergeError::NotAnObject(key.to_owned()))?;
     for (name, value) in incoming {
         match map.get(name) {
             Some(existing) => on_collision(name, existing, value)?,
@@ -95,7 +120,7 @@ fn merge_tags(target: &mut Value, source: &Value) {
 /// Adds the host's authentication schemes, so Swagger UI's "Authorize"
 /// button can send the API token. Requests without a token are valid too
 /// (the empty requirement) when the host runs without one.
-pub fn add_security(doc: &mut Value) {
+pub(crate) fn add_security(doc: &mut Value) {
     let Some(obj) = doc.as_object_mut() else {
         return;
     };
@@ -124,14 +149,14 @@ pub fn add_security(doc: &mut Value) {
 ///
 /// poem-openapi keeps its Swagger UI bundle private, so this renders the
 /// page of a service and swaps the embedded document for the merged one.
-pub fn swagger_html(
+pub(crate) fn swagger_html(
     rendered_page: &str,
     host_spec: &str,
     merged: &Value,
-) -> Result<String, String> {
+) -> Result<String, SwaggerPageError> {
     let marker = format!("let spec = {host_spec};");
     if !rendered_page.contains(&marker) {
-        return Err("the Swagger UI page does not embed the expected document".into());
+        return Err(SwaggerPageError);
     }
     Ok(rendered_page.replacen(&marker, &format!("let spec = {merged};"), 1))
 }
@@ -157,13 +182,13 @@ mod tests {
             json!({"paths":{"/a":{"get":{}}},"components":{"schemas":{"E":{"type":"object"}}}});
         let before = base.clone();
         let err = merge(&mut base, &json!({"paths":{"/a":{}}})).expect_err("path collision");
-        assert!(err.contains("/a"));
+        assert!(err.to_string().contains("/a"));
         let err = merge(
             &mut base,
             &json!({"paths":{"/z":{}},"components":{"schemas":{"E":{"type":"string"}}}}),
         )
         .expect_err("schema collision");
-        assert!(err.contains("schemas/E"));
+        assert!(err.to_string().contains("schemas/E"));
         assert_eq!(base, before);
     }
 

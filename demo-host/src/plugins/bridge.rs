@@ -7,7 +7,7 @@ use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use abi_stable::std_types::{RArc, RString, RVec, Tuple2};
 use futures_util::FutureExt as _;
-use host_api::{FfiRequest, Header};
+use host_api::{ErrorCode, FfiRequest, Header};
 use poem::{
     Endpoint, Request, Response,
     http::{HeaderName, HeaderValue, StatusCode},
@@ -19,7 +19,7 @@ use crate::plugins::loader::PluginModule;
 
 /// A poem endpoint that forwards every request to one plugin.
 #[derive(Clone)]
-pub struct PluginEndpoint {
+pub(crate) struct PluginEndpoint {
     module: PluginModule,
     plugin_id: Arc<str>,
     body_limit: usize,
@@ -27,7 +27,7 @@ pub struct PluginEndpoint {
 
 impl PluginEndpoint {
     /// Forwards to `module`, refusing bodies over `body_limit` bytes.
-    pub fn new(module: PluginModule, plugin_id: &str, body_limit: usize) -> Self {
+    pub(crate) fn new(module: PluginModule, plugin_id: &str, body_limit: usize) -> Self {
         Self {
             module,
             plugin_id: plugin_id.into(),
@@ -38,12 +38,12 @@ impl PluginEndpoint {
 
 /// How long a request body may stall between two reads before the request
 /// is refused with 408.
-pub const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads a body, refusing with 413 as soon as it exceeds `limit` bytes
 /// (whatever `Content-Length` claims), and with 408 when it stalls for
 /// [`BODY_IDLE_TIMEOUT`].
-pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<Vec<u8>> {
+pub(crate) async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<Vec<u8>> {
     if let Some(len) = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
@@ -64,7 +64,7 @@ pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<
             .map_err(|_| {
                 json_error(
                     StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
+                    ErrorCode::BodyTimeout,
                     &format!(
                         "the request body stalled for more than {} s",
                         BODY_IDLE_TIMEOUT.as_secs()
@@ -77,7 +77,7 @@ pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<
             Err(_) => {
                 return Err(json_error(
                     StatusCode::BAD_REQUEST,
-                    "bad_body",
+                    ErrorCode::BadBody,
                     "the request body could not be read",
                 ));
             }
@@ -92,7 +92,7 @@ pub async fn read_body_limited(req: &mut Request, limit: usize) -> poem::Result<
 fn too_large(limit: usize) -> poem::Error {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         &format!("the request body exceeds the limit of {limit} bytes"),
     )
 }
@@ -103,7 +103,7 @@ fn to_ffi(req: &Request, body: Vec<u8>) -> poem::Result<FfiRequest> {
         let value = value.to_str().map_err(|_| {
             json_error(
                 StatusCode::BAD_REQUEST,
-                "bad_header",
+                ErrorCode::BadHeader,
                 &format!("header `{name}` is not valid text"),
             )
         })?;
@@ -140,7 +140,7 @@ fn from_ffi(status: u16, headers: &RVec<Header>, body: bytes::Bytes, plugin_id: 
         );
         return json_error_response(
             StatusCode::BAD_GATEWAY,
-            "bad_plugin_response",
+            ErrorCode::BadPluginResponse,
             "the plugin returned an invalid response",
         );
     };
@@ -199,11 +199,10 @@ impl Endpoint for PluginEndpoint {
                     plugin = &*self.plugin_id,
                     "plugin panicked while handling a request"
                 );
-                Ok(json_error_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "plugin_panicked",
-                    "the plugin failed while handling the request",
-                ))
+                // The same response the plugin's own shims give a panic.
+                let r = host_api::export::panic_response();
+                let body = bytes::Bytes::from_owner(r.body);
+                Ok(from_ffi(r.status, &r.headers, body, &self.plugin_id))
             }
         }
     }

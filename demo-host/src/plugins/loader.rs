@@ -29,7 +29,7 @@ use host_api::{
 use object::{Object, ObjectKind, ObjectSegment, read::ReadCache};
 
 /// The file-name extension of a shared library on this platform.
-pub const LIBRARY_EXTENSION: &str = std::env::consts::DLL_EXTENSION;
+pub(crate) const LIBRARY_EXTENSION: &str = std::env::consts::DLL_EXTENSION;
 
 /// Why a file was not loaded as a plugin. Messages name no secret, only
 /// files, plugins and versions.
@@ -172,7 +172,7 @@ impl std::fmt::Debug for LoadedPlugin {
 
 /// Every file in `dir` with this platform's library extension, sorted by name.
 /// A missing folder holds no plugins.
-pub fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -191,7 +191,7 @@ pub fn library_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Checks, without loading it, that `path` is a shared library whose
 /// loadable segments all lie inside the file.
-pub fn inspect_file(path: &Path) -> Result<(), LoadError> {
+pub(crate) fn inspect_file(path: &Path) -> Result<(), LoadError> {
     let file = File::open(path)?;
     let actual = file.metadata()?.len();
     let cache = ReadCache::new(file);
@@ -272,7 +272,7 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
 }
 
 /// Calls the plugin's `init` with the services the host lends it.
-pub fn init_plugin(plugin: &LoadedPlugin, host: HostContextBox) -> Result<(), LoadError> {
+pub(crate) fn init_plugin(plugin: &LoadedPlugin, host: HostContextBox) -> Result<(), LoadError> {
     plugin.module.init()(host)
         .into_result()
         .map_err(|error: HostError| LoadError::Entry {
