@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// A running host; killed when dropped.
-pub struct ChildHost {
+pub(crate) struct ChildHost {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
@@ -21,7 +21,7 @@ pub struct ChildHost {
 impl ChildHost {
     /// Starts the built host with `config`, the plugin folder `plugins` and
     /// `catalogs`; its log (at `warn`) goes to `log`.
-    pub fn start(config: &Path, plugins: &Path, catalogs: &[PathBuf], log: &Path) -> Result<Self> {
+    pub(crate) fn start(config: &Path, plugins: &Path, catalogs: &[PathBuf], log: &Path) -> Result<Self> {
         let artifacts = e2e_tests::artifacts()?;
         let mut cmd = Command::new(&artifacts.host);
         cmd.arg("--config")
@@ -48,18 +48,18 @@ impl ChildHost {
     }
 
     /// The URL of `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Kills the process at once (SIGKILL) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (10 s at most) for a graceful exit.
-    pub fn terminate(&mut self) -> Result<ExitStatus> {
+    pub(crate) fn terminate(&mut self) -> Result<ExitStatus> {
         // Not yet reaped, so the id still names this child.
         if self.child.try_wait()?.is_none() {
             let _ = Command::new("kill")
@@ -80,7 +80,7 @@ impl ChildHost {
     }
 
     /// Resident memory of the process in KiB (`VmRSS` of `/proc/<pid>/status`).
-    pub fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         status
             .lines()
@@ -96,7 +96,7 @@ impl Drop for ChildHost {
 }
 
 /// A folder with the secrets plugin installed (copied, then renamed).
-pub fn plugin_folder(parent: &Path) -> Result<PathBuf> {
+pub(crate) fn plugin_folder(parent: &Path) -> Result<PathBuf> {
     let artifacts = e2e_tests::artifacts()?;
     let dir = parent.join("plugins");
     std::fs::create_dir_all(&dir)?;
@@ -109,11 +109,11 @@ pub fn plugin_folder(parent: &Path) -> Result<PathBuf> {
 
 /// A small deterministic generator (xorshift64*): the tools print their seed
 /// so a run can be repeated.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator from `seed` (0 is replaced by a constant).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(if seed == 0 {
             0x9e37_79b9_7f4a_7c15
         } else {
@@ -122,7 +122,7 @@ impl Rng {
     }
 
     /// The next number.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -130,7 +130,7 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
 }

@@ -31,7 +31,7 @@ const PREAMBLE: &str = "# crash-test: these notes must survive every kill\n\
 [other]   # an unrelated table\nkept = [1, 2, 3]\n\n[env]\n";
 
 /// How to run the check.
-pub struct Settings {
+pub(crate) struct Settings {
     /// Start/kill cycles.
     pub iterations: usize,
     /// Seed of the kill delays.
@@ -42,7 +42,7 @@ pub struct Settings {
 }
 
 /// What a run saw.
-pub struct Report {
+pub(crate) struct Report {
     /// Start/kill cycles completed, every one checked.
     pub iterations: usize,
     /// PUTs answered 200 before their host was killed.
@@ -100,7 +100,7 @@ struct Progress {
 
 /// Runs the check; the first broken property is an error naming the
 /// iteration and the key.
-pub async fn run(settings: &Settings) -> Result<Report> {
+pub(crate) async fn run(settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     let plugins = plugin_folder(dir.path())?;

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, ensure};
 use super::child_host::{ChildHost, plugin_folder};
 
 /// How to run the check.
-pub struct Settings {
+pub(crate) struct Settings {
     /// How long the traffic lasts.
     pub duration: Duration,
     /// Concurrent connections (each its own client and its own key/plugin).
@@ -23,7 +23,7 @@ pub struct Settings {
 }
 
 /// What a run measured.
-pub struct Report {
+pub(crate) struct Report {
     /// Connections used.
     pub connections: usize,
     /// Requests sent in the traffic phase.
@@ -117,7 +117,7 @@ fn value(c: usize, n: u64) -> String {
 }
 
 /// Runs the traffic and checks the end state.
-pub async fn run(settings: &Settings) -> Result<Report> {
+pub(crate) async fn run(settings: &Settings) -> Result<Report> {
     let dir = tempfile::tempdir()?;
     let plugins = plugin_folder(dir.path())?;
     let catalog = dir.path().join("catalog.json");
