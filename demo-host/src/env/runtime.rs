@@ -26,7 +26,7 @@ use host_api::{EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostError};
 
 use crate::{
     env::key_policy::KeyPolicy,
-    store::config_file::{ConfigStore, EnvEdit},
+    store::config_file::{ConfigError, ConfigStore},
 };
 
 type Outcome = Result<EnvUpdate, HostError>;
@@ -58,7 +58,7 @@ struct CommitQueue {
 
 struct Pending {
     ticket: u64,
-    edits: Vec<EnvEdit>,
+    changes: Vec<EnvChange>,
     expected: Option<u64>,
 }
 
@@ -126,15 +126,13 @@ impl RuntimeEnv {
     ) -> Result<EnvUpdate, HostError> {
         let mut rejected = HostError::new(HostError::REJECTED, "");
         for change in changes {
-            if let Some(reason) = self.policy.check(&change.key) {
-                rejected = rejected.with_detail(&change.key, reason);
+            if let Some(reason) = self.policy.check(change.key()) {
+                rejected = rejected.with_detail(change.key(), reason);
             } else if change
-                .value
-                .as_ref()
-                .into_option()
+                .value()
                 .is_some_and(|v| v.is_empty() || v.contains('\0'))
             {
-                rejected = rejected.with_detail(&change.key, "value is empty or contains NUL");
+                rejected = rejected.with_detail(change.key(), "value is empty or contains NUL");
             }
         }
         if !rejected.details.is_empty() {
@@ -142,22 +140,13 @@ impl RuntimeEnv {
                 format!("{} environment keys refused", rejected.details.len()).into();
             return Err(rejected);
         }
-        let edits: Vec<EnvEdit> = changes
-            .iter()
-            .map(|c| {
-                (
-                    c.key.to_string(),
-                    c.value.as_ref().map(|v| v.to_string()).into_option(),
-                )
-            })
-            .collect();
 
         let mut queue = self.lock_queue();
         let ticket = queue.next_ticket;
         queue.next_ticket += 1;
         queue.pending.push(Pending {
             ticket,
-            edits,
+            changes: changes.to_vec(),
             expected: expected_version,
         });
         loop {
@@ -209,14 +198,14 @@ impl RuntimeEnv {
         if accepted.is_empty() {
             return outcomes;
         }
-        let edits: Vec<EnvEdit> = accepted
+        let changes: Vec<EnvChange> = accepted
             .iter()
-            .flat_map(|&i| batch[i].edits.iter().cloned())
+            .flat_map(|&i| batch[i].changes.iter().cloned())
             .collect();
         self.commits.fetch_add(1, Ordering::Relaxed);
-        match self.config.apply_env(&edits) {
+        match self.config.apply_env(&changes) {
             Ok(_) => {
-                self.publish(&current, &edits, version);
+                self.publish(&current, &changes, version);
                 for (n, &i) in accepted.iter().enumerate() {
                     let version = current.version + 1 + n as u64;
                     outcomes.push((batch[i].ticket, Ok(EnvUpdate { version })));
@@ -243,24 +232,24 @@ impl RuntimeEnv {
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.config
-            .apply_env(&update.edits)
+            .apply_env(&update.changes)
             .map_err(|e| storage(&e))?;
         let version = current.version + 1;
-        self.publish(&current, &update.edits, version);
+        self.publish(&current, &update.changes, version);
         Ok(EnvUpdate { version })
     }
 
-    /// Swaps in `current` with `edits` applied in order, as `version`.
-    fn publish(&self, current: &EnvSnapshot, edits: &[EnvEdit], version: u64) {
+    /// Swaps in `current` with `changes` applied in order, as `version`.
+    fn publish(&self, current: &EnvSnapshot, changes: &[EnvChange], version: u64) {
         let mut vars: BTreeMap<String, (String, EnvSource)> = current
             .vars
             .iter()
             .map(|v| (v.key.to_string(), (v.value.to_string(), v.source)))
             .collect();
-        for (key, value) in edits {
-            match value {
-                Some(v) => vars.insert(key.clone(), (v.clone(), EnvSource::Api)),
-                None => vars.remove(key),
+        for change in changes {
+            match change.value() {
+                Some(v) => vars.insert(change.key().to_owned(), (v.to_owned(), EnvSource::Api)),
+                None => vars.remove(change.key()),
             };
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
@@ -303,7 +292,7 @@ fn conflict() -> HostError {
 
 /// The boundary error for a failed durable write: the client gets the cause
 /// without internal paths; the log gets everything.
-fn storage(e: &crate::store::config_file::ConfigError) -> HostError {
+fn storage(e: &ConfigError) -> HostError {
     tracing::error!(error = %e, "could not write the config file");
     HostError::new(HostError::STORAGE, e.client_message())
 }
@@ -325,7 +314,6 @@ fn snapshot_from(version: u64, vars: BTreeMap<String, (String, EnvSource)>) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::{RNone, RSome};
 
     fn env_in(dir: &std::path::Path) -> RuntimeEnv {
         let config = Arc::new(ConfigStore::new(dir.join("milady.toml")));
@@ -339,10 +327,7 @@ mod tests {
     }
 
     fn set(key: &str, value: &str) -> EnvChange {
-        EnvChange {
-            key: key.into(),
-            value: RSome(value.into()),
-        }
+        EnvChange::set(key, value)
     }
 
     /// Runs `update(env, i)` on `threads` threads released at once; the
@@ -430,14 +415,8 @@ mod tests {
         let env = env_in(dir.path());
         env.update_blocking(&[set("A", "1"), set("A", "2"), set("B", "x")], None)
             .map_err(|e| e.message.to_string())?;
-        env.update_blocking(
-            &[EnvChange {
-                key: "B".into(),
-                value: RNone,
-            }],
-            None,
-        )
-        .map_err(|e| e.message.to_string())?;
+        env.update_blocking(&[EnvChange::clear("B")], None)
+            .map_err(|e| e.message.to_string())?;
         let snap = env.snapshot();
         assert_eq!(snap.get("A").map(|v| v.value.to_string()), Some("2".into()));
         assert!(snap.get("B").is_none());
