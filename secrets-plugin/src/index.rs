@@ -10,42 +10,42 @@ use host_api::RegistrySnapshot;
 
 /// One plugin that declares a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Declarer {
+pub(crate) struct Declarer {
     /// Plugin id.
-    pub id: String,
+    pub(crate) id: String,
     /// Display name.
-    pub name: String,
+    pub(crate) name: String,
     /// Enabled at snapshot time.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Whether this plugin marks the key as required.
-    pub required: bool,
+    pub(crate) required: bool,
     /// This plugin's description of the key.
-    pub description: String,
+    pub(crate) description: String,
 }
 
 /// Everything known about one secret key.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyInfo {
+pub(crate) struct KeyInfo {
     /// Every declaring plugin, in registry order.
-    pub declared_by: Vec<Declarer>,
+    pub(crate) declared_by: Vec<Declarer>,
     /// Index into `declared_by` of the plugin reported as `pluginId`: the
     /// first enabled one, else the first.
-    pub primary: usize,
+    primary: usize,
 }
 
 impl KeyInfo {
     /// The plugin reported as `pluginId`.
-    pub fn primary(&self) -> &Declarer {
+    pub(crate) fn primary(&self) -> &Declarer {
         &self.declared_by[self.primary]
     }
 
     /// True when an enabled plugin requires the key.
-    pub fn required(&self) -> bool {
+    pub(crate) fn required(&self) -> bool {
         self.declared_by.iter().any(|d| d.enabled && d.required)
     }
 
     /// The primary plugin's description, or the first non-empty one.
-    pub fn description(&self) -> &str {
+    pub(crate) fn description(&self) -> &str {
         let primary = self.primary().description.as_str();
         if !primary.is_empty() {
             return primary;
@@ -60,16 +60,16 @@ impl KeyInfo {
 
 /// The secret keys of one registry version, sorted by key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SecretIndex {
+pub(crate) struct SecretIndex {
     /// The registry version this was built from.
-    pub registry_version: u64,
+    pub(crate) registry_version: u64,
     /// Key → what declares it.
-    pub keys: BTreeMap<String, KeyInfo>,
+    pub(crate) keys: BTreeMap<String, KeyInfo>,
 }
 
 impl SecretIndex {
     /// Builds the index from a snapshot.
-    pub fn build(snapshot: &RegistrySnapshot) -> Self {
+    pub(crate) fn build(snapshot: &RegistrySnapshot) -> Self {
         let mut keys: BTreeMap<String, KeyInfo> = BTreeMap::new();
         for plugin in snapshot.plugins.iter() {
             for param in plugin.parameters.iter().filter(|p| p.sensitive) {
@@ -104,13 +104,13 @@ impl SecretIndex {
 
 /// A one-entry cache of the index, keyed by registry version.
 #[derive(Default)]
-pub struct IndexCache {
+pub(crate) struct IndexCache {
     current: std::sync::Mutex<Option<Arc<SecretIndex>>>,
 }
 
 impl IndexCache {
     /// The index for `snapshot`, rebuilt only when its version moved.
-    pub fn get(&self, snapshot: &RegistrySnapshot) -> Arc<SecretIndex> {
+    pub(crate) fn get(&self, snapshot: &RegistrySnapshot) -> Arc<SecretIndex> {
         let mut guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
         match &*guard {
             Some(index) if index.registry_version == snapshot.version => Arc::clone(index),

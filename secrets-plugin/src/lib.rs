@@ -7,21 +7,30 @@
 //! reached through [`host_api::HostContext`]. The same API can be linked
 //! natively through [`endpoint`] (used by tests and benchmarks).
 
-pub mod api;
-pub mod index;
-pub mod redact;
-pub mod render;
-pub mod validate;
+#![forbid(unsafe_code)]
+
+// Data flows one way: `api` (the handlers) uses `render`, `validate`,
+// `etag` and `index`; those use `model`, the types that cross the wire.
+mod api;
+mod etag;
+mod index;
+mod model;
+mod redact;
+mod render;
+mod validate;
 
 use std::sync::OnceLock;
 
 use abi_stable::std_types::{RVec, Tuple2};
 use host_api::{
-    FfiRequest, FfiResponse, FfiSharedResponse, Header, HostContextBox, HostError, LogLevel,
-    ParamSpec, Plugin, PluginManifest,
+    ErrorCode, FfiRequest, FfiResponse, FfiSharedResponse, Header, HostContextBox, HostError,
+    LogLevel, ParamSpec, Plugin, PluginManifest,
 };
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, endpoint::BoxEndpoint};
 use poem_openapi::OpenApiService;
+
+pub use api::SecretsApi;
+pub use redact::redact;
 
 /// The plugin id.
 pub const PLUGIN_ID: &str = "@milady/plugin-secrets";
@@ -29,12 +38,8 @@ pub const PLUGIN_ID: &str = "@milady/plugin-secrets";
 pub const ROUTE: &str = "/api/secrets";
 
 /// The poem-openapi service of this plugin.
-pub fn service(host: Option<HostContextBox>) -> OpenApiService<api::SecretsApi, ()> {
-    OpenApiService::new(
-        api::SecretsApi::new(host),
-        "Secrets",
-        env!("CARGO_PKG_VERSION"),
-    )
+pub fn service(host: Option<HostContextBox>) -> OpenApiService<SecretsApi, ()> {
+    OpenApiService::new(SecretsApi::new(host), "Secrets", env!("CARGO_PKG_VERSION"))
 }
 
 /// The complete endpoint: the API plus JSON rendering of every error the
@@ -67,24 +72,26 @@ async fn without_trailing_slash(mut req: poem::Request) -> poem::Result<poem::Re
     Ok(req)
 }
 
+/// Errors the framework raised itself, as JSON. Only the status is kept:
+/// poem's messages can quote request content.
 async fn render_error(err: poem::Error) -> Response {
     let status = err.status();
-    let (code, message) = match status.as_u16() {
-        404 => ("not_found", "no such route"),
-        405 => ("method_not_allowed", "method not allowed on this route"),
-        415 => (
-            "unsupported_media_type",
-            "send the body as application/json",
-        ),
-        400..=499 => ("bad_request", "the request is malformed"),
-        _ => ("internal_error", "internal error"),
+    let code = ErrorCode::for_status(status.as_u16());
+    let message = match code {
+        ErrorCode::NotFound => "no such route",
+        ErrorCode::MethodNotAllowed => "method not allowed on this route",
+        ErrorCode::UnsupportedMediaType => "send the body as application/json",
+        ErrorCode::BadRequest => "the request is malformed",
+        ErrorCode::InternalError => "internal error",
+        _ => status
+            .canonical_reason()
+            .unwrap_or("the request was refused"),
     };
-    let body = serde_json::json!({ "error": message, "code": code });
     Response::builder()
         .status(status)
         .content_type("application/json; charset=utf-8")
         .header("cache-control", "no-store")
-        .body(body.to_string())
+        .body(host_api::error_body(code, message))
 }
 
 static ENDPOINT: OnceLock<BoxEndpoint<'static, Response>> = OnceLock::new();
@@ -92,7 +99,7 @@ static ENDPOINT: OnceLock<BoxEndpoint<'static, Response>> = OnceLock::new();
 static HOST: OnceLock<HostContextBox> = OnceLock::new();
 
 /// The plugin as the host sees it.
-pub struct SecretsPlugin;
+struct SecretsPlugin;
 
 impl Plugin for SecretsPlugin {
     fn manifest() -> PluginManifest {
@@ -138,7 +145,7 @@ impl Plugin for SecretsPlugin {
             Err(error) => return error.into(),
         };
         // A cached GET body travels as the shared buffer it already is.
-        match resp.extensions().get::<render::SharedBody>().cloned() {
+        match resp.extensions().get::<model::SharedBody>().cloned() {
             Some(shared) => FfiSharedResponse {
                 status: resp.status().as_u16(),
                 headers: headers_of(&resp),
@@ -154,12 +161,12 @@ async fn respond(request: FfiRequest) -> Result<Response, FfiResponse> {
     let Some(endpoint) = ENDPOINT.get() else {
         return Err(FfiResponse::error(
             503,
-            "not_initialised",
+            ErrorCode::NotInitialised,
             "the secrets plugin is not initialised",
         ));
     };
-    let req =
-        to_poem(request).map_err(|message| FfiResponse::error(400, "bad_request", message))?;
+    let req = to_poem(request)
+        .map_err(|message| FfiResponse::error(400, ErrorCode::BadRequest, message))?;
     Ok(endpoint.get_response(req).await)
 }
 
@@ -194,6 +201,10 @@ async fn from_poem(resp: Response) -> FfiResponse {
             headers,
             body: body.into(),
         },
-        Err(_) => FfiResponse::error(500, "internal_error", "the response could not be produced"),
+        Err(_) => FfiResponse::error(
+            500,
+            ErrorCode::InternalError,
+            "the response could not be produced",
+        ),
     }
 }

@@ -13,16 +13,16 @@
 //! is replaced by `*`, so the output is always printable on one line.
 
 /// The mask for short secrets.
-pub const SHORT_MASK: &str = "********";
+const SHORT_MASK: &str = "********";
 /// Values shorter than this (in characters) are fully masked.
-pub const MIN_TAIL_LEN: usize = 16;
+const MIN_TAIL_LEN: usize = 16;
 /// Values at least this long (in characters) also show a 3-character prefix.
-pub const MIN_PREFIX_LEN: usize = 24;
+const MIN_PREFIX_LEN: usize = 24;
 
 /// Redacts a secret value.
 ///
 /// ```
-/// use secrets_plugin::redact::redact;
+/// use secrets_plugin::redact;
 /// assert_eq!(redact(""), "");
 /// assert_eq!(redact("hunter2"), "********");
 /// assert_eq!(redact("0123456789abcdefwxyz"), "****...wxyz");

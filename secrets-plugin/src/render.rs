@@ -1,6 +1,6 @@
 //! The `GET /api/secrets` body, rendered straight to JSON and cached.
 //!
-//! Building the [`SecretsView`](crate::api::SecretsView) and serialising it
+//! Building the [`SecretsView`](crate::model::SecretsView) and serialising it
 //! through poem-openapi (a `serde_json::Value` tree, then text) was the
 //! whole cost of a `GET`, and it grows with the catalog. Here:
 //!
@@ -19,66 +19,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use abi_stable::std_types::{RArc, RVec};
 use host_api::{EnvSnapshot, EnvSource, RegistrySnapshot};
-use poem::{IntoResponse, Response};
-use poem_openapi::{
-    payload::Payload,
-    registry::{MetaSchemaRef, Registry},
-    types::Type,
-};
 
 use crate::{
-    api::SecretsView,
     index::{KeyInfo, SecretIndex},
+    model::{SecretsBody, SharedBody},
     redact::redact,
 };
-
-/// A rendered body behind an ABI-stable shared pointer: sent natively as a
-/// `Bytes` that borrows it, and handed to the host as it is (see
-/// `Plugin::handle_shared`), so a cached body is never copied.
-#[derive(Clone)]
-pub struct SharedBody(pub RArc<RVec<u8>>);
-
-impl AsRef<[u8]> for SharedBody {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_slice()
-    }
-}
-
-/// A `GET` body ready to send: JSON documented as [`SecretsView`].
-pub struct SecretsBody(SharedBody);
-
-impl SecretsBody {
-    /// The JSON bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_ref()
-    }
-}
-
-impl Payload for SecretsBody {
-    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
-
-    fn schema_ref() -> MetaSchemaRef {
-        SecretsView::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        SecretsView::register(registry);
-    }
-}
-
-impl IntoResponse for SecretsBody {
-    fn into_response(self) -> Response {
-        let mut resp = Response::builder()
-            .header(poem::http::header::CONTENT_TYPE, Self::CONTENT_TYPE)
-            // A reference to the cached buffer, not a copy of it.
-            .body(poem::Body::from_bytes(bytes::Bytes::from_owner(
-                self.0.clone(),
-            )));
-        // Lets the plugin's `handle_shared` pass the buffer itself on.
-        resp.extensions_mut().insert(self.0);
-        resp
-    }
-}
 
 /// What one key's object is made of, in output order.
 enum Part {
@@ -112,7 +58,7 @@ struct Body {
 /// Caches the fragments per registry version and the body per (registry
 /// version, environment version).
 #[derive(Default)]
-pub struct BodyCache {
+pub(crate) struct BodyCache {
     fragments: Mutex<Option<Arc<Fragments>>>,
     body: Mutex<Option<Body>>,
 }
@@ -120,7 +66,7 @@ pub struct BodyCache {
 impl BodyCache {
     /// The body for these snapshots, rendered only when a version moved;
     /// `index` gives the secret index of `registry` when it is needed.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         registry: &RegistrySnapshot,
         env: &EnvSnapshot,
@@ -164,7 +110,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Renders the body for `index` and `env` (uncached).
-pub fn render_view(index: &SecretIndex, env: &EnvSnapshot) -> Vec<u8> {
+#[cfg(test)]
+fn render_view(index: &SecretIndex, env: &EnvSnapshot) -> Vec<u8> {
     render(&Fragments::build(index, index.registry_version), env)
 }
 
@@ -387,13 +334,47 @@ fn render(fragments: &Fragments, env: &EnvSnapshot) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{PluginRef, SecretInfo, SecretSource, SecretsView};
     use host_api::{EnvVar, ParamSpec, PluginEntry};
     use poem_openapi::types::ToJSON as _;
     use proptest::prelude::*;
 
+    /// The `GET` view built from the index and the environment, as
+    /// poem-openapi would serialise it.
+    fn view(index: &SecretIndex, env: &EnvSnapshot) -> SecretsView {
+        let secrets = index
+            .keys
+            .iter()
+            .map(|(key, info)| {
+                let var = env.get(key);
+                let primary = info.primary();
+                let entry = SecretInfo {
+                    value: var.map(|v| redact(&v.value)).unwrap_or_default(),
+                    set: var.is_some_and(|v| !v.value.is_empty()),
+                    plugin_id: primary.id.clone(),
+                    plugin_enabled: primary.enabled,
+                    used_by: info
+                        .declared_by
+                        .iter()
+                        .map(|d| PluginRef {
+                            id: d.id.clone(),
+                            name: d.name.clone(),
+                            enabled: d.enabled,
+                        })
+                        .collect(),
+                    required: info.required(),
+                    description: info.description().to_owned(),
+                    source: var.map(|v| SecretSource::from(v.source)),
+                };
+                (key.clone(), entry)
+            })
+            .collect();
+        SecretsView { secrets }
+    }
+
     /// What poem-openapi produces for the same view.
     fn reference(index: &SecretIndex, env: &EnvSnapshot) -> Vec<u8> {
-        let json = crate::api::view(index, env).to_json();
+        let json = view(index, env).to_json();
         serde_json::to_vec(&json).unwrap_or_default()
     }
 

@@ -2,71 +2,61 @@
 //! written: either every entry is acceptable, or the error names every
 //! rejected key with its reason. No message ever contains a value.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
-use host_api::EnvSnapshot;
+use host_api::{EnvChange, EnvSnapshot, ErrorCode};
 use serde_json::Value;
 
-use crate::{index::SecretIndex, redact::redact};
-
-/// One accepted change: `Some(value)` sets the key, `None` clears it.
-pub type Change = (String, Option<String>);
+use crate::{
+    index::SecretIndex,
+    model::{BLANK, EMPTY_KEY, HAS_NUL, NOT_A_STRING, NOT_DECLARED, PLACEHOLDER},
+    redact::redact,
+};
 
 /// Why a body was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Invalid {
+pub(crate) enum Invalid {
     /// The body as a whole is unusable (`code`, `message`).
-    Body(&'static str, &'static str),
+    Body(ErrorCode, &'static str),
     /// Some entries are unusable: key → reason.
     Keys(BTreeMap<String, String>),
 }
 
-/// Reason: the key is not a sensitive parameter of any plugin.
-pub const NOT_DECLARED: &str = "not declared as sensitive by any plugin";
-/// Reason: the value is not a JSON string.
-pub const NOT_A_STRING: &str = "value must be a string (\"\" clears the key)";
-/// Reason: the value contains a NUL character.
-pub const HAS_NUL: &str = "value contains a NUL character";
-/// Reason: the value is only whitespace.
-pub const BLANK: &str = "value is only whitespace";
-/// Reason: the value is the redacted form shown by `GET`.
-pub const PLACEHOLDER: &str =
-    "value is the masked placeholder shown by GET; send the real secret or leave the key out";
-/// Reason: the key is the empty string.
-pub const EMPTY_KEY: &str = "key is empty";
-
 /// Validates a whole request body.
 ///
 /// `host_check` is the host's verdict on a key (invalid name, block list).
-pub fn validate(
+pub(crate) fn validate(
     body: &Value,
     index: &SecretIndex,
     env: &EnvSnapshot,
     host_check: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<Change>, Invalid> {
+) -> Result<Vec<EnvChange>, Invalid> {
     let Some(object) = body.as_object() else {
         return Err(Invalid::Body(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "the body must be a JSON object",
         ));
     };
     let secrets = match object.get("secrets") {
         None => {
             return Err(Invalid::Body(
-                "missing_secrets",
+                ErrorCode::MissingSecrets,
                 "the body has no `secrets` object",
             ));
         }
         Some(Value::Object(map)) => map,
         Some(_) => {
             return Err(Invalid::Body(
-                "invalid_secrets_type",
+                ErrorCode::InvalidSecretsType,
                 "`secrets` must be an object of key → string",
             ));
         }
     };
     if secrets.is_empty() {
-        return Err(Invalid::Body("empty_secrets", "`secrets` names no key"));
+        return Err(Invalid::Body(
+            ErrorCode::EmptySecrets,
+            "`secrets` names no key",
+        ));
     }
     let mut rejected = BTreeMap::new();
     let mut changes = Vec::with_capacity(secrets.len());
@@ -75,7 +65,7 @@ pub fn validate(
             Ok(change) => changes.push(change),
             Err(reason) => {
                 // Keys are echoed back, so only valid names are echoed as-is.
-                rejected.insert(printable_key(key), reason);
+                rejected.insert(printable_key(key), reason.into_owned());
             }
         }
     }
@@ -86,18 +76,20 @@ pub fn validate(
     }
 }
 
+/// One entry: the change it asks for, or why it is refused. The reason is
+/// what the client reads: one of this plugin's, or the host's own.
 fn check_entry(
     key: &str,
     value: &Value,
     index: &SecretIndex,
     env: &EnvSnapshot,
     host_check: &impl Fn(&str) -> Option<String>,
-) -> Result<Change, String> {
+) -> Result<EnvChange, Cow<'static, str>> {
     if key.is_empty() {
         return Err(EMPTY_KEY.into());
     }
     if let Some(reason) = host_check(key) {
-        return Err(reason);
+        return Err(reason.into());
     }
     if !index.keys.contains_key(key) {
         return Err(NOT_DECLARED.into());
@@ -106,7 +98,7 @@ fn check_entry(
         return Err(NOT_A_STRING.into());
     };
     if value.is_empty() {
-        return Ok((key.to_owned(), None));
+        return Ok(EnvChange::clear(key));
     }
     if value.contains('\0') {
         return Err(HAS_NUL.into());
@@ -119,7 +111,7 @@ fn check_entry(
     {
         return Err(PLACEHOLDER.into());
     }
-    Ok((key.to_owned(), Some(value.clone())))
+    Ok(EnvChange::set(key, value.as_str()))
 }
 
 /// Keys are attacker-chosen text echoed in an error: keep them short and
@@ -189,21 +181,21 @@ mod tests {
         assert_eq!(
             v(json!([1])),
             Err(Invalid::Body(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "the body must be a JSON object"
             ))
         );
         assert!(matches!(
             v(json!({})),
-            Err(Invalid::Body("missing_secrets", _))
+            Err(Invalid::Body(ErrorCode::MissingSecrets, _))
         ));
         assert!(matches!(
             v(json!({"secrets": "x"})),
-            Err(Invalid::Body("invalid_secrets_type", _))
+            Err(Invalid::Body(ErrorCode::InvalidSecretsType, _))
         ));
         assert!(matches!(
             v(json!({"secrets": {}})),
-            Err(Invalid::Body("empty_secrets", _))
+            Err(Invalid::Body(ErrorCode::EmptySecrets, _))
         ));
     }
 
@@ -242,8 +234,8 @@ mod tests {
         assert_eq!(
             changes,
             vec![
-                ("OPENAI_API_KEY".into(), None),
-                ("OTHER_KEY".into(), Some("new".into()))
+                EnvChange::clear("OPENAI_API_KEY"),
+                EnvChange::set("OTHER_KEY", "new")
             ]
         );
     }
@@ -258,8 +250,8 @@ mod tests {
             let body = json!({"secrets": {key.clone(): secret.clone(), "OPENAI_API_KEY": secret.clone()}});
             match validate(&body, &index(), &e, host_check) {
                 Ok(changes) => {
-                    for (k, _) in &changes {
-                        prop_assert!(index().keys.contains_key(k));
+                    for change in &changes {
+                        prop_assert!(index().keys.contains_key(change.key()));
                     }
                 }
                 Err(Invalid::Keys(r)) => {

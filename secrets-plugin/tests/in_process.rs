@@ -79,7 +79,7 @@ async fn extractor_failures_are_json() {
     let (_dir, _host, cli) = setup(Vec::new());
     for (ct, payload, code) in [
         ("application/json", "{", "invalid_json"),
-        ("text/plain", "{}", "invalid_content_type"),
+        ("text/plain", "{}", "unsupported_media_type"),
     ] {
         let resp = cli
             .put("/api/secrets")

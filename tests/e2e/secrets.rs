@@ -193,7 +193,7 @@ async fn every_rejection_changes_nothing() -> Result<()> {
         (
             "{\"secrets\": {\"P0_KEY_4\": \"v\"}}",
             "text/plain",
-            "invalid_content_type",
+            "unsupported_media_type",
         ),
     ] {
         let (status, resp) = raw(body, ct).await?;

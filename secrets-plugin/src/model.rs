@@ -1,0 +1,400 @@
+//! What crosses the wire: the request and response types of
+//! `/api/secrets`, as poem-openapi documents them, and the payloads that
+//! carry them.
+//!
+//! Nothing here depends on the rest of the crate; the handlers, the
+//! renderer and the validator all build on these types.
+
+use std::collections::BTreeMap;
+
+use abi_stable::std_types::{RArc, RVec};
+use host_api::{EnvSource, ErrorCode};
+use poem::{IntoResponse, Response};
+use poem_openapi::{
+    Enum, Object,
+    payload::Payload,
+    registry::{MetaSchemaRef, Registry},
+    types::{Example, ParseFromJSON, ParseResult, Type},
+};
+use serde_json::Value;
+
+/// The content type of every JSON body of this API.
+const JSON: &str = "application/json; charset=utf-8";
+
+// The reasons a key of a `PUT` body is refused, as the client reads them in
+// `rejected`. The host adds its own (invalid name, block list).
+
+/// Reason: the key is not a sensitive parameter of any plugin.
+pub(crate) const NOT_DECLARED: &str = "not declared as sensitive by any plugin";
+/// Reason: the value is not a JSON string.
+pub(crate) const NOT_A_STRING: &str = "value must be a string (\"\" clears the key)";
+/// Reason: the value contains a NUL character.
+pub(crate) const HAS_NUL: &str = "value contains a NUL character";
+/// Reason: the value is only whitespace.
+pub(crate) const BLANK: &str = "value is only whitespace";
+/// Reason: the value is the redacted form shown by `GET`.
+pub(crate) const PLACEHOLDER: &str =
+    "value is the masked placeholder shown by GET; send the real secret or leave the key out";
+/// Reason: the key is the empty string.
+pub(crate) const EMPTY_KEY: &str = "key is empty";
+
+/// Where the current value of a secret came from.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub(crate) enum SecretSource {
+    /// The host's process environment at start-up.
+    Process,
+    /// The `[env]` table of the config file.
+    Config,
+    /// Written through `PUT /api/secrets` since start-up.
+    Api,
+}
+
+impl From<EnvSource> for SecretSource {
+    fn from(s: EnvSource) -> Self {
+        match s {
+            EnvSource::Process => Self::Process,
+            EnvSource::ConfigFile => Self::Config,
+            EnvSource::Api => Self::Api,
+        }
+    }
+}
+
+/// A plugin that declares a secret.
+#[derive(Object)]
+pub(crate) struct PluginRef {
+    /// Plugin id.
+    pub(crate) id: String,
+    /// Display name.
+    pub(crate) name: String,
+    /// Whether the plugin is enabled now.
+    pub(crate) enabled: bool,
+}
+
+/// One secret as `GET /api/secrets` shows it.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+pub(crate) struct SecretInfo {
+    /// `""` when unset; otherwise the redacted value: fewer than 16
+    /// characters → `********`; 16–23 → `****...` + last 4; 24 or more →
+    /// first 3 + `****...` + last 4 (e.g. `sk-****...wxyz`). Control and
+    /// invisible characters show as `*`.
+    pub(crate) value: String,
+    /// Whether the runtime value is non-empty.
+    pub(crate) set: bool,
+    /// The plugin that declares the key: an enabled one if any, else the
+    /// first in registry order.
+    pub(crate) plugin_id: String,
+    /// Whether that plugin is enabled now.
+    pub(crate) plugin_enabled: bool,
+    /// Every plugin that declares the key.
+    pub(crate) used_by: Vec<PluginRef>,
+    /// Whether an enabled plugin requires the key.
+    pub(crate) required: bool,
+    /// What the key is for.
+    pub(crate) description: String,
+    /// Where the current value came from (absent when unset).
+    #[oai(skip_serializing_if_is_none)]
+    pub(crate) source: Option<SecretSource>,
+}
+
+impl Example for SecretInfo {
+    fn example() -> Self {
+        Self {
+            value: "sk-****...wxyz".into(),
+            set: true,
+            plugin_id: "@elizaos/plugin-openai".into(),
+            plugin_enabled: true,
+            used_by: vec![PluginRef {
+                id: "@elizaos/plugin-openai".into(),
+                name: "OpenAI".into(),
+                enabled: true,
+            }],
+            required: true,
+            description: "API key for the OpenAI platform".into(),
+            source: Some(SecretSource::Config),
+        }
+    }
+}
+
+/// Every known secret.
+#[derive(Object)]
+#[oai(example)]
+pub(crate) struct SecretsView {
+    /// Key → state, for every parameter that some plugin of the registry
+    /// (catalog or loaded, enabled or not) declares as sensitive.
+    pub(crate) secrets: BTreeMap<String, SecretInfo>,
+}
+
+impl Example for SecretsView {
+    fn example() -> Self {
+        let unset = SecretInfo {
+            value: String::new(),
+            set: false,
+            plugin_id: "@elizaos/plugin-anthropic".into(),
+            plugin_enabled: false,
+            used_by: vec![PluginRef {
+                id: "@elizaos/plugin-anthropic".into(),
+                name: "Anthropic".into(),
+                enabled: false,
+            }],
+            required: false,
+            description: "API key for the Anthropic API".into(),
+            source: None,
+        };
+        Self {
+            secrets: BTreeMap::from([
+                ("ANTHROPIC_API_KEY".to_owned(), unset),
+                ("OPENAI_API_KEY".to_owned(), SecretInfo::example()),
+            ]),
+        }
+    }
+}
+
+/// The body of `PUT /api/secrets`, as documented.
+#[derive(Object)]
+#[oai(rename = "SecretsUpdate", example)]
+struct SecretsUpdateSchema {
+    /// Key → new value. A non-empty string sets the key; `""` clears it
+    /// (removed from the config file and the runtime environment).
+    #[oai(validator(min_properties = 1))]
+    secrets: BTreeMap<String, String>,
+}
+
+impl Example for SecretsUpdateSchema {
+    fn example() -> Self {
+        Self {
+            secrets: BTreeMap::from([
+                ("OPENAI_API_KEY".to_owned(), "sk-new-value".to_owned()),
+                ("ANTHROPIC_API_KEY".to_owned(), String::new()),
+            ]),
+        }
+    }
+}
+
+/// The body as received. It is documented as [`SecretsUpdateSchema`] but
+/// parsed as any JSON, so that validation can name every rejected key with
+/// its reason instead of failing on the first wrong type.
+pub(crate) struct SecretsUpdate(pub(crate) Value);
+
+impl Type for SecretsUpdate {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        SecretsUpdateSchema::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        SecretsUpdateSchema::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        SecretsUpdateSchema::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for SecretsUpdate {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(Self(value.unwrap_or(Value::Null)))
+    }
+}
+
+/// The result of an update.
+#[derive(Object)]
+#[oai(rename_all = "camelCase", example)]
+pub(crate) struct UpdateResult {
+    /// Always `true`.
+    pub(crate) ok: bool,
+    /// Keys that were set.
+    pub(crate) updated: Vec<String>,
+    /// Keys that were cleared.
+    pub(crate) cleared: Vec<String>,
+    /// Whether an enabled plugin declares a changed key (it reads its
+    /// configuration at start, so the agent should be restarted).
+    pub(crate) restart_required: bool,
+    /// Ids of every plugin that declares a changed key.
+    pub(crate) affected_plugins: Vec<String>,
+}
+
+impl Example for UpdateResult {
+    fn example() -> Self {
+        Self {
+            ok: true,
+            updated: vec!["OPENAI_API_KEY".into()],
+            cleared: vec!["ANTHROPIC_API_KEY".into()],
+            restart_required: true,
+            affected_plugins: vec![
+                "@elizaos/plugin-anthropic".into(),
+                "@elizaos/plugin-openai".into(),
+            ],
+        }
+    }
+}
+
+// Only documented (its doc comment is the schema's description): the
+// bodies themselves are built by `ErrorBody`.
+/// The JSON error shape of this API.
+#[derive(Object)]
+#[oai(example)]
+struct SecretsError {
+    /// Human-readable message. Never contains a secret value.
+    error: String,
+    /// Machine-readable code.
+    code: String,
+    /// For `invalid_secrets`: every rejected key with its reason.
+    #[oai(skip_serializing_if_is_none)]
+    rejected: Option<BTreeMap<String, String>>,
+}
+
+impl Example for SecretsError {
+    fn example() -> Self {
+        Self {
+            error: "2 secrets rejected".into(),
+            code: ErrorCode::InvalidSecrets.as_str().into(),
+            rejected: Some(BTreeMap::from([
+                ("FOO".to_owned(), NOT_DECLARED.to_owned()),
+                ("LD_PRELOAD".to_owned(), "blocked by the host".to_owned()),
+            ])),
+        }
+    }
+}
+
+/// A JSON error, documented as `SecretsError` and built by
+/// [`host_api::error_body`], the builder the host and every plugin share.
+pub(crate) struct ErrorBody(String);
+
+impl ErrorBody {
+    /// `{"error": message, "code": code}`.
+    pub(crate) fn new(code: ErrorCode, message: &str) -> Self {
+        Self(host_api::error_body(code, message))
+    }
+
+    /// `invalid_secrets`, naming every rejected key with its reason.
+    pub(crate) fn rejected(rejected: BTreeMap<String, String>) -> Self {
+        let n = rejected.len();
+        let message = format!("{n} secret{} rejected", if n == 1 { "" } else { "s" });
+        let body = host_api::error_body(ErrorCode::InvalidSecrets, &message);
+        // The shared builder makes the two common fields; this API adds one.
+        let mut object: serde_json::Map<String, Value> =
+            serde_json::from_str(&body).unwrap_or_default();
+        let rejected = rejected.into_iter().map(|(k, v)| (k, Value::String(v)));
+        object.insert("rejected".into(), Value::Object(rejected.collect()));
+        Self(Value::Object(object).to_string())
+    }
+}
+
+impl Payload for ErrorBody {
+    const CONTENT_TYPE: &'static str = JSON;
+
+    fn schema_ref() -> MetaSchemaRef {
+        SecretsError::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        SecretsError::register(registry);
+    }
+}
+
+impl IntoResponse for ErrorBody {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .header(poem::http::header::CONTENT_TYPE, Self::CONTENT_TYPE)
+            .body(self.0)
+    }
+}
+
+/// A rendered body behind an ABI-stable shared pointer: sent natively as a
+/// `Bytes` that borrows it, and handed to the host as it is (see
+/// `Plugin::handle_shared`), so a cached body is never copied.
+#[derive(Clone)]
+pub(crate) struct SharedBody(pub(crate) RArc<RVec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// A `GET` body ready to send: JSON documented as [`SecretsView`].
+pub(crate) struct SecretsBody(pub(crate) SharedBody);
+
+impl SecretsBody {
+    /// The JSON bytes.
+    #[cfg(test)]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+impl Payload for SecretsBody {
+    const CONTENT_TYPE: &'static str = JSON;
+
+    fn schema_ref() -> MetaSchemaRef {
+        SecretsView::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        SecretsView::register(registry);
+    }
+}
+
+impl IntoResponse for SecretsBody {
+    fn into_response(self) -> Response {
+        let mut resp = Response::builder()
+            .header(poem::http::header::CONTENT_TYPE, Self::CONTENT_TYPE)
+            // A reference to the cached buffer, not a copy of it.
+            .body(poem::Body::from_bytes(bytes::Bytes::from_owner(
+                self.0.clone(),
+            )));
+        // Lets the plugin's `handle_shared` pass the buffer itself on.
+        resp.extensions_mut().insert(self.0);
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn json_of(resp: Response) -> Value {
+        let bytes = resp.into_body().into_bytes().await.unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    /// The bodies are what `Json<SecretsError>` produced before they were
+    /// built by the shared builder.
+    #[tokio::test]
+    async fn error_bodies_have_the_documented_shape() {
+        let resp = ErrorBody::new(ErrorCode::NotInitialised, "not yet").into_response();
+        assert_eq!(
+            resp.headers().get("content-type").map(|v| v.as_bytes()),
+            Some(JSON.as_bytes())
+        );
+        assert_eq!(
+            json_of(resp).await,
+            serde_json::json!({"error": "not yet", "code": "not_initialised"})
+        );
+        let rejected = BTreeMap::from([("A".to_owned(), BLANK.to_owned())]);
+        let resp = ErrorBody::rejected(rejected).into_response();
+        assert_eq!(
+            json_of(resp).await,
+            serde_json::json!({
+                "error": "1 secret rejected",
+                "code": "invalid_secrets",
+                "rejected": {"A": BLANK},
+            })
+        );
+    }
+}
