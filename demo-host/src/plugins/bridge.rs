@@ -207,3 +207,107 @@ impl Endpoint for PluginEndpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::std_types::{RString, RVec, Tuple2};
+    use poem::{
+        Request,
+        http::{HeaderValue, Method, StatusCode},
+    };
+
+    use super::{from_ffi, read_body_limited, to_ffi};
+
+    fn code_of(err: poem::Error) -> (StatusCode, String) {
+        let resp = err.into_response();
+        let status = resp.status();
+        let body = futures_util::FutureExt::now_or_never(resp.into_body().into_string())
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (status, v["code"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn a_request_crosses_with_method_target_headers_and_body() {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri_str("/api/secrets?x=1&y=%40")
+            .header("X-Custom", "v1")
+            .header("if-match", "\"abc\"")
+            .finish();
+        let ffi = to_ffi(&req, b"{}".to_vec()).expect("converted");
+        assert_eq!(ffi.method.as_str(), "PUT");
+        assert_eq!(ffi.uri.as_str(), "/api/secrets?x=1&y=%40");
+        assert_eq!(ffi.header("x-custom"), Some("v1"));
+        assert!(
+            ffi.headers
+                .iter()
+                .all(|h| h.0.as_str() == h.0.to_ascii_lowercase())
+        );
+        assert_eq!(ffi.header("If-Match"), Some("\"abc\""));
+        assert_eq!(ffi.body.as_slice(), b"{}");
+    }
+
+    #[test]
+    fn a_header_that_is_not_text_is_refused_by_name() {
+        let mut req = Request::builder().uri_str("/api/x").finish();
+        req.headers_mut().insert(
+            "x-binary",
+            HeaderValue::from_bytes(b"\xff\xfe").expect("opaque bytes are a valid value"),
+        );
+        let err = to_ffi(&req, Vec::new()).expect_err("refused");
+        assert_eq!(code_of(err), (StatusCode::BAD_REQUEST, "bad_header".into()));
+    }
+
+    #[test]
+    fn a_response_keeps_status_and_valid_headers_and_drops_invalid_ones() {
+        let headers = RVec::from(vec![
+            Tuple2(RString::from("x-ok"), RString::from("yes")),
+            Tuple2(RString::from("bad header"), RString::from("x")),
+            Tuple2(RString::from("x-bad-value"), RString::from("a\nb")),
+        ]);
+        let resp = from_ffi(201, &headers, bytes::Bytes::from_static(b"body"), "@t/p");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(
+            resp.headers().get("x-ok").and_then(|v| v.to_str().ok()),
+            Some("yes")
+        );
+        assert_eq!(resp.headers().len(), 1, "{:?}", resp.headers());
+    }
+
+    #[test]
+    fn an_impossible_status_becomes_a_json_502() {
+        let resp = from_ffi(42, &RVec::new(), bytes::Bytes::new(), "@t/p");
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let body = futures_util::FutureExt::now_or_never(resp.into_body().into_string())
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        assert!(body.contains("bad_plugin_response"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_whatever_the_length_claims() {
+        let mut claimed = Request::builder()
+            .header("content-length", "11")
+            .body(vec![0u8; 11]);
+        let err = read_body_limited(&mut claimed, 10).await.expect_err("413");
+        assert_eq!(
+            code_of(err),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large".into())
+        );
+
+        let mut unclaimed = Request::builder().body(poem::Body::from_vec(vec![1u8; 11]));
+        unclaimed.headers_mut().remove("content-length");
+        let err = read_body_limited(&mut unclaimed, 10)
+            .await
+            .expect_err("413");
+        assert_eq!(code_of(err).0, StatusCode::PAYLOAD_TOO_LARGE);
+
+        let mut exact = Request::builder().body(vec![2u8; 10]);
+        assert_eq!(
+            read_body_limited(&mut exact, 10).await.expect("fits").len(),
+            10
+        );
+    }
+}

@@ -245,10 +245,7 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
             error: error.to_string(),
         })?;
     let id = manifest.id.to_string();
-    validate_manifest(&manifest).map_err(|reason| LoadError::Invalid {
-        plugin: id.clone(),
-        reason,
-    })?;
+    validate_manifest(&manifest)?;
     let openapi_text = module.openapi_json()()
         .into_result()
         .map_err(|error: HostError| LoadError::Entry {
@@ -287,12 +284,16 @@ pub(crate) fn init_plugin(plugin: &LoadedPlugin, host: HostContextBox) -> Result
         })
 }
 
-fn validate_manifest(m: &PluginManifest) -> Result<(), String> {
+fn validate_manifest(m: &PluginManifest) -> Result<(), LoadError> {
+    let invalid = |reason: String| LoadError::Invalid {
+        plugin: m.id.to_string(),
+        reason,
+    };
     if m.id.trim().is_empty() {
-        return Err("its manifest has an empty id".into());
+        return Err(invalid("its manifest has an empty id".into()));
     }
     if m.routes.is_empty() {
-        return Err("its manifest declares no route".into());
+        return Err(invalid("its manifest declares no route".into()));
     }
     for route in &m.routes {
         let ok = route.starts_with('/')
@@ -303,9 +304,9 @@ fn validate_manifest(m: &PluginManifest) -> Result<(), String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c));
         if !ok {
-            return Err(format!(
+            return Err(invalid(format!(
                 "route prefix `{route}` is not a plain absolute path"
-            ));
+            )));
         }
     }
     Ok(())
@@ -348,5 +349,122 @@ fn classify(error: LibraryError, plugin_version: Option<&str>) -> LoadError {
                 .unwrap_or("unknown error")
                 .to_owned(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::{library::LibraryError, sabi_types::VersionNumber, std_types::RBoxError};
+    use host_api::{ParamSpec, PluginManifest};
+
+    use super::{LoadError, classify, inspect_file, library_files, validate_manifest};
+
+    fn version(major: u32, minor: u32, patch: u32) -> VersionNumber {
+        VersionNumber {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    #[test]
+    fn a_version_mismatch_names_both_versions() {
+        let err = classify(
+            LibraryError::IncompatibleVersionNumber {
+                library_name: "host_api",
+                expected_version: version(0, 1, 1),
+                actual_version: version(0, 2, 0),
+            },
+            None,
+        );
+        assert!(matches!(err, LoadError::Incompatible { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("host-api 0.2.0"), "{text}");
+        assert!(
+            text.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_layout_mismatch_is_one_line_with_the_plugin_version() {
+        let dump = "a\nmulti-line\nlayout report\n".repeat(50);
+        let err = classify(
+            LibraryError::AbiInstability(RBoxError::from_fmt(&dump)),
+            Some("0.1.7"),
+        );
+        let text = err.to_string();
+        assert!(matches!(err, LoadError::Incompatible { .. }), "{err:?}");
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.contains("0.1.7") && text.contains("layout differs"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_errors_keep_only_their_first_line() {
+        let err = classify(
+            LibraryError::Many(
+                vec![LibraryError::AbiInstability(RBoxError::from_fmt(&"x"))].into(),
+            ),
+            None,
+        );
+        assert!(matches!(err, LoadError::NotAPlugin(_)), "{err:?}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn files_that_are_not_libraries_are_refused_before_loading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junk = dir.path().join("junk.so");
+        std::fs::write(&junk, b"not an ELF file").expect("write");
+        assert!(matches!(
+            inspect_file(&junk),
+            Err(LoadError::NotALibrary(_))
+        ));
+        let missing = dir.path().join("missing.so");
+        assert!(matches!(inspect_file(&missing), Err(LoadError::Io(_))));
+    }
+
+    #[test]
+    fn library_files_lists_only_libraries_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ext = super::LIBRARY_EXTENSION;
+        for name in [format!("b.{ext}"), format!("a.{ext}"), "notes.txt".into()] {
+            std::fs::write(dir.path().join(name), b"").expect("write");
+        }
+        std::fs::create_dir(dir.path().join(format!("dir.{ext}"))).expect("mkdir");
+        let names: Vec<String> = library_files(dir.path())
+            .expect("listed")
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        assert_eq!(names, [format!("a.{ext}"), format!("b.{ext}")]);
+        assert!(
+            library_files(&dir.path().join("absent"))
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn manifests_need_an_id_and_plain_route_prefixes() {
+        let ok = PluginManifest::new("@a/b", "B", "1.0.0")
+            .with_route("/api/b")
+            .with_param(ParamSpec::secret("B_KEY", "key", false));
+        assert!(validate_manifest(&ok).is_ok());
+        let no_id = PluginManifest::new(" ", "B", "1.0.0").with_route("/api/b");
+        assert!(matches!(
+            validate_manifest(&no_id),
+            Err(LoadError::Invalid { .. })
+        ));
+        let no_route = PluginManifest::new("@a/b", "B", "1.0.0");
+        assert!(validate_manifest(&no_route).is_err());
+        for bad in ["api/b", "/", "/api/b/", "/api//b", "/api/b?x", "/api/{id}"] {
+            let m = PluginManifest::new("@a/b", "B", "1.0.0").with_route(bad);
+            let err = validate_manifest(&m).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 }
