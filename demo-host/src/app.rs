@@ -13,13 +13,7 @@ use poem_openapi::OpenApiService;
 
 use crate::{
     env::{key_policy::KeyPolicy, runtime::RuntimeEnv},
-    http::{
-        api::HostApi,
-        auth,
-        allow::AllowHeader,
-        errors::render_error,
-        openapi as openapi_doc,
-    },
+    http::{allow::AllowHeader, api::HostApi, auth, errors::render_error, openapi as openapi_doc},
     plugins::{
         bridge::PluginEndpoint,
         loader::{self, LoadedPlugin},
@@ -34,7 +28,6 @@ pub const TOKEN_ENV: &str = "MILADY_API_TOKEN";
 
 /// The default request-body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-
 
 /// Everything needed to assemble a host.
 #[derive(Clone)]

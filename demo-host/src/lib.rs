@@ -23,13 +23,13 @@ mod registry;
 mod store;
 
 pub use app::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV};
-pub use plugins::services::HostServices;
-pub use store::config_file::ConfigStore;
 pub use app::{MountedPlugin, SkippedPlugin, StartupError};
-pub use plugins::mount::MountError;
 pub use env::{key_policy::KeyPolicy, runtime::RuntimeEnv};
 pub use plugins::loader::{LoadError, LoadedPlugin, load_plugin};
+pub use plugins::mount::MountError;
+pub use plugins::services::HostServices;
 pub use registry::Registry;
+pub use store::config_file::ConfigStore;
 pub use store::config_file::{ConfigError, ConfigSnapshot};
 
 /// The `demo-host plugin ...` commands: probe a library in a child process,

@@ -257,10 +257,7 @@ impl Registry {
         Ok(changed)
     }
 
-    fn modify<E>(
-        &self,
-        f: impl FnOnce(&mut Vec<PluginEntry>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    fn modify<E>(&self, f: impl FnOnce(&mut Vec<PluginEntry>) -> Result<(), E>) -> Result<(), E> {
         let mut guard = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let mut plugins: Vec<PluginEntry> = guard.plugins.to_vec();
         f(&mut plugins)?;

@@ -264,9 +264,10 @@ impl HostApi {
                 tracing::error!(error = %e, "could not persist a plugin toggle");
                 ToggleResponse::Storage(error_body(ErrorCode::StorageError, &e.client_message()))
             }
-            Err(_) => {
-                ToggleResponse::Storage(error_body(ErrorCode::InternalError, "the toggle task failed"))
-            }
+            Err(_) => ToggleResponse::Storage(error_body(
+                ErrorCode::InternalError,
+                "the toggle task failed",
+            )),
         }
     }
 

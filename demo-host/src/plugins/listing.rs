@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     http::HOST_ROUTES,
     plugins::{
-    loader::{self, LIBRARY_EXTENSION},
-    mount::overlaps,
-    probe::{PROBE_TIMEOUT, ProbeReport, probe_in_child},
+        loader::{self, LIBRARY_EXTENSION},
+        mount::overlaps,
+        probe::{PROBE_TIMEOUT, ProbeReport, probe_in_child},
     },
 };
 
@@ -76,7 +76,10 @@ pub fn list(exe: &Path, dir: &Path) -> Result<Vec<ListedPlugin>, ListError> {
 /// Why `candidate` could not be served next to `others` (libraries the
 /// host loads, with their files) and the host's own routes; `None` when it
 /// can.
-pub(crate) fn collision(candidate: &ProbeReport, others: &[(PathBuf, ProbeReport)]) -> Option<String> {
+pub(crate) fn collision(
+    candidate: &ProbeReport,
+    others: &[(PathBuf, ProbeReport)],
+) -> Option<String> {
     let file = |f: &Path| {
         f.file_name()
             .map(|n| n.to_string_lossy().into_owned())
