@@ -1,0 +1,151 @@
+//! Section 3, durable writes: `PUT` latency vs. the physical floor of a
+//! durable replace of the same file, and `PUT` throughput from 32 clients
+//! vs. 1.
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, ensure};
+use bench::{
+    disk,
+    load::{self, Load, Requests},
+    stats::{Spread, percentile},
+};
+
+use crate::{
+    context::Ctx,
+    report::{Row, fmt_spread},
+};
+
+/// PUT latency and the floor's, PUT/s with 32 clients and 1, config
+/// writes per PUT, in alternating rounds.
+pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
+    let cat = &ctx.catalog;
+    let host = ctx.host("writes", true, &cat.path, &cat.keys)?;
+    let keys: Vec<String> = cat
+        .keys
+        .iter()
+        .filter(|k| host.env.policy().check(k).is_none())
+        .take(32)
+        .cloned()
+        .collect();
+    ensure!(
+        keys.len() == 32,
+        "the catalog has fewer than 32 writable secrets"
+    );
+    let addr = ctx.serve(host.endpoint())?;
+    let keys = Arc::new(keys);
+    let make = {
+        let keys = Arc::clone(&keys);
+        move |conn: usize, seq: u64| {
+            let key = &keys[conn % keys.len()];
+            let body = format!(
+                r#"{{"secrets":{{"{key}":"bench-value-{conn:02}-{seq:08}-abcdefghijklmnop"}}}}"#
+            );
+            load::request("PUT", addr, "/api/secrets", Some(body.as_bytes()))
+        }
+    };
+    let put = |clients: usize| Load {
+        addr,
+        connections: clients,
+        duration: ctx.round(),
+        max_per_connection: 100_000,
+        requests: Requests::Generated(Arc::new(make.clone())),
+    };
+    let (one, many) = (put(1), put(32));
+    ctx.load(&Load {
+        duration: Duration::from_millis(300),
+        ..many.clone()
+    })?;
+    let config = ctx.work.path().join("writes").join("milady.toml");
+
+    let (mut put_p50, mut put_p99, mut floor_p50, mut floor_p99) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut tput1, mut tput32, mut floor_rate) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r_p50, mut r_p99, mut r_tput) = (Vec::new(), Vec::new(), Vec::new());
+    let mut writes_per_put = Vec::new();
+    for round in 0..ctx.args.rounds {
+        let mut steps = [0, 1, 2];
+        if round % 2 == 1 {
+            steps.reverse();
+        }
+        for step in steps {
+            match step {
+                0 => {
+                    let r = ctx.load(&one)?;
+                    ensure!(r.errors == 0, "{} PUTs failed", r.errors);
+                    put_p50.push(r.percentile_us(50.0));
+                    put_p99.push(r.percentile_us(99.0));
+                    tput1.push(r.rate());
+                }
+                1 => {
+                    let (p50, p99, rate) = floor(&config, ctx.round())?;
+                    floor_p50.push(p50);
+                    floor_p99.push(p99);
+                    floor_rate.push(rate);
+                }
+                _ => {
+                    let commits = host.env.commits();
+                    let r = ctx.load(&many)?;
+                    ensure!(r.errors == 0, "{} PUTs failed", r.errors);
+                    tput32.push(r.rate());
+                    writes_per_put.push((host.env.commits() - commits) as f64 / r.ok.max(1) as f64);
+                }
+            }
+        }
+        let last = |v: &Vec<f64>| v.last().copied().unwrap_or(f64::NAN);
+        r_p50.push(last(&put_p50) / last(&floor_p50));
+        r_p99.push(last(&put_p99) / last(&floor_p99));
+        r_tput.push(last(&tput32) / last(&tput1));
+    }
+    let (p50, p99) = (Spread::of(&r_p50), Spread::of(&r_p99));
+    Ok(vec![
+        Row::new(
+            "PUT p50 latency µs (1 client) vs floor",
+            fmt_spread(Spread::of(&put_p50), 0, ""),
+        )
+        .reference(fmt_spread(Spread::of(&floor_p50), 0, ""))
+        .ratio(p50)
+        .target("≤ 1.5×", p50.median <= 1.5),
+        Row::new(
+            "PUT p99 latency µs (1 client) vs floor",
+            fmt_spread(Spread::of(&put_p99), 0, ""),
+        )
+        .reference(fmt_spread(Spread::of(&floor_p99), 0, ""))
+        .ratio(p99)
+        .target("≤ 1.5×", p99.median <= 1.5),
+        Row::new(
+            "PUT/s: 32 clients (different keys) vs 1 client",
+            fmt_spread(Spread::of(&tput32), 0, ""),
+        )
+        .reference(fmt_spread(Spread::of(&tput1), 0, ""))
+        .ratio(Spread::of(&r_tput)),
+        Row::new(
+            "config writes (fsyncs) per PUT with 32 clients",
+            fmt_spread(Spread::of(&writes_per_put), 2, ""),
+        ),
+        Row::new(
+            "durable replaces/s of the floor (1 writer)",
+            fmt_spread(Spread::of(&floor_rate), 0, ""),
+        ),
+    ])
+}
+
+/// The floor: replaces `config` with its own bytes for `budget`; returns
+/// p50 and p99 in µs and the rate per second.
+fn floor(config: &Path, budget: Duration) -> Result<(f64, f64, f64)> {
+    let bytes = std::fs::read(config)?;
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget && samples.len() < 100_000 {
+        let t = Instant::now();
+        disk::replace_durably(config, &bytes)?;
+        samples.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+    }
+    let rate = samples.len() as f64 / start.elapsed().as_secs_f64();
+    samples.sort_unstable();
+    Ok((percentile(&samples, 50.0), percentile(&samples, 99.0), rate))
+}
