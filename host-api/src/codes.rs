@@ -164,7 +164,7 @@ impl ErrorCode {
             412 => Self::PreconditionFailed,
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
-            400..=499 => Self::ClientError,
+            s if s >= 400 && s < 500 => Self::ClientError,
             _ => Self::InternalError,
         }
     }

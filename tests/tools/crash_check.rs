@@ -83,7 +83,7 @@ impl fmt::Display for Report {
 fn values(w: usize, iteration: usize, n: u64) -> [Option<String>; 2] {
     let pad = "x".repeat((n % 37) as usize);
     let a = Some(format!("crash-w{w}-i{iteration}-n{n}-a-{pad}"));
-    let b = (n % 5 != 0).then(|| format!("crash-w{w}-i{iteration}-n{n}-b-{pad}{pad}"));
+    let b = (!n.is_multiple_of(5)).then(|| format!("crash-w{w}-i{iteration}-n{n}-b-{pad}{pad}"));
     [a, b]
 }
 

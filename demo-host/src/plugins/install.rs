@@ -7,7 +7,7 @@
 
 use std::{
     fs,
-    io::Write,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -16,6 +16,7 @@ use crate::plugins::{
     loader::{self, LIBRARY_EXTENSION},
     probe::{PROBE_TIMEOUT, ProbeReport, probe_in_child},
 };
+use crate::store::atomic::{IfExists, write_atomically};
 
 /// Why a library was not installed. Nothing was copied in any case.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +178,7 @@ pub fn install(
     if replaced.is_none() && dest.exists() {
         return Err(InstallError::Exists(dest));
     }
-    copy_atomically(source, dir, &dest)?;
+    copy_atomically(source, &dest)?;
     Ok(Installed {
         path: dest,
         report,
@@ -200,43 +201,24 @@ pub(crate) fn library_file_name(source: &Path) -> Result<String, InstallError> {
     }
 }
 
-/// Copies `source` to `dest` (in `dir`) through a temporary file in `dir`:
-/// write, fsync, rename, fsync the folder. The temporary name has no library
-/// extension, so a host starting meanwhile never tries to load it.
-pub(crate) fn copy_atomically(source: &Path, dir: &Path, dest: &Path) -> Result<(), InstallError> {
-    create_private_dir(dir).map_err(io("create the plugin folder", dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".install-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file in", dir))?;
+/// Copies `source` to `dest` (in `dir`) with the store's atomic replace
+/// (temporary file, sync, rename, sync of the folder; a missing folder is
+/// created owner-only). The temporary name has no library extension, so a
+/// host starting meanwhile never tries to load it. The copy keeps the
+/// source's permission bits.
+pub(crate) fn copy_atomically(source: &Path, dest: &Path) -> Result<(), InstallError> {
     let mut input = fs::File::open(source).map_err(io("read", source))?;
-    std::io::copy(&mut input, tmp.as_file_mut()).map_err(io("copy", source))?;
-    tmp.as_file_mut().flush().map_err(io("copy", source))?;
-    let perms = fs::metadata(source).map_err(io("read", source))?.permissions();
-    fs::set_permissions(tmp.path(), perms).map_err(io("copy", source))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io("sync the copy of", source))?;
-    tmp.persist(dest)
-        .map_err(|e| e.error)
-        .map_err(io("rename the copy to", dest))?;
-    // The rename is durable once the folder itself is synced.
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync the plugin folder", dir))?;
-    Ok(())
-}
-
-/// Creates `dir` and any missing parent, owner-only (0700) like the config
-/// file's folder: a plugin folder runs code in the host.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    let mode = input
+        .metadata()
+        .map_err(io("read", source))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    write_atomically(dest, mode, &mut input, IfExists::Replace).map_err(|e| InstallError::Io {
+        action: e.step.action(),
+        path: e.dest,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]
@@ -250,7 +232,7 @@ mod tests {
         fs::write(&source, b"library bytes").expect("write");
         let plugins = dir.path().join("plugins");
         let dest = plugins.join(library_file_name(&source).expect("name"));
-        copy_atomically(&source, &plugins, &dest).expect("copied");
+        copy_atomically(&source, &dest).expect("copied");
         assert_eq!(fs::read(&dest).expect("read"), b"library bytes");
         let names: Vec<_> = fs::read_dir(&plugins)
             .expect("list")
