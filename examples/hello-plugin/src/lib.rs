@@ -6,10 +6,13 @@
 //! set with `PUT /api/secrets`). The response tells whether the key is set,
 //! never its value.
 
+#![forbid(unsafe_code)]
+
 use std::sync::OnceLock;
 
 use host_api::{
-    FfiRequest, FfiResponse, HostContextBox, HostError, LogLevel, ParamSpec, Plugin, PluginManifest,
+    ErrorCode, FfiRequest, FfiResponse, HostContextBox, HostError, LogLevel, ParamSpec, Plugin,
+    PluginManifest,
 };
 
 /// The plugin id: unique among the host's plugins.
@@ -61,7 +64,7 @@ impl Plugin for HelloPlugin {
             Some(host) => respond(host, &request),
             None => FfiResponse::error(
                 503,
-                "not_initialised",
+                ErrorCode::NotInitialised,
                 "the hello plugin is not initialised",
             ),
         }
@@ -74,10 +77,10 @@ host_api::export_plugin!(HelloPlugin);
 pub fn respond(host: &HostContextBox, request: &FfiRequest) -> FfiResponse {
     let path = request.uri.split('?').next().unwrap_or_default();
     if path != ROUTE && path != "/api/hello/" {
-        return FfiResponse::error(404, "not_found", "no such route");
+        return FfiResponse::error(404, ErrorCode::NotFound, "no such route");
     }
     if request.method.as_str() != "GET" {
-        return FfiResponse::error(405, "method_not_allowed", "only GET is served here");
+        return FfiResponse::error(405, ErrorCode::MethodNotAllowed, "only GET is served here");
     }
     let env = host.env();
     let word = env
