@@ -4,6 +4,7 @@
 
 mod attacks;
 mod browser;
+mod docs;
 mod faults;
 mod host;
 mod loading;
