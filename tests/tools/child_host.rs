@@ -21,7 +21,12 @@ pub(crate) struct ChildHost {
 impl ChildHost {
     /// Starts the built host with `config`, the plugin folder `plugins` and
     /// `catalogs`; its log (at `warn`) goes to `log`.
-    pub(crate) fn start(config: &Path, plugins: &Path, catalogs: &[PathBuf], log: &Path) -> Result<Self> {
+    pub(crate) fn start(
+        config: &Path,
+        plugins: &Path,
+        catalogs: &[PathBuf],
+        log: &Path,
+    ) -> Result<Self> {
         let artifacts = e2e_tests::artifacts()?;
         let mut cmd = Command::new(&artifacts.host);
         cmd.arg("--config")
