@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use demo_host::{ConfigStore, Host, HostOptions, HostServices};
+use demo_host::{ConfigStore, Host, HostOptions, HostServices, NativeParsedEndpoint};
 
 /// The file name of the plugin library on this platform.
 pub(crate) fn lib_file_name() -> String {
@@ -71,9 +71,21 @@ pub(crate) fn build_host(
 }
 
 /// The secrets handler linked natively, mounted where the plugin would be:
-/// the reference the bridge is compared with.
+/// the reference the bridge is compared with. It is the plugin's own
+/// handler ([`secrets_plugin::Secrets::handle_parsed`]) behind the very
+/// request and response conversions the bridge uses
+/// ([`demo_host::NativeParsedEndpoint`]), so the difference between the two
+/// sides is the boundary alone: the call through the library's root
+/// module, its panic shims and `FfiFuture`, and the hop to the plugin
+/// runtime within the request deadline.
 pub(crate) fn native_endpoint(host: &Host) -> Vec<(String, poem::endpoint::BoxEndpoint<'static>)> {
     let services = HostServices::new(host.registry.clone(), host.env.clone(), "native");
-    let inner = secrets_plugin::endpoint(services.into_box());
-    vec![(secrets_plugin::ROUTE.into(), inner)]
+    // Leaked like the plugin's own static: one per benchmark host.
+    let secrets: &'static secrets_plugin::Secrets =
+        Box::leak(Box::new(secrets_plugin::Secrets::new(services.into_box())));
+    let inner = NativeParsedEndpoint::new(move |request| secrets.handle_parsed(request));
+    vec![(
+        secrets_plugin::ROUTE.into(),
+        poem::EndpointExt::boxed(inner),
+    )]
 }

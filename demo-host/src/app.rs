@@ -12,15 +12,38 @@ use poem::{
 use poem_openapi::OpenApiService;
 
 use crate::{
-    env::{key_policy::KeyPolicy, runtime::RuntimeEnv},
-    http::{allow::AllowHeader, api::HostApi, auth, errors::render_error, openapi as openapi_doc},
+    boundary::BoundaryOptions,
+    env::at_rest::open_config_env,
+    env::fingerprint::Fingerprinter,
+    env::{
+        key_policy::{DEFAULT_MAX_VALUE_BYTES, KeyPolicy},
+        runtime::RuntimeEnv,
+    },
+    http::{
+        allow::AllowHeader,
+        api::HostApi,
+        auth,
+        browser::{self, AllowedOrigins, BrowserDefences, OriginError},
+        errors::render_error,
+        host_header,
+        limits::BodyLimits,
+        openapi as openapi_doc,
+    },
+    plugins::folder::{self, FolderError, Library},
     plugins::{
-        bridge::PluginEndpoint,
-        loader::{self, LoadedPlugin},
-        mount::{Served, mount},
+        bridge::{BridgeLimits, PluginEndpoint},
+        loader::LoadedPlugin,
+        parsed::TokenFingerprint,
+        runtime::{RuntimeError, plugin_runtime},
+        startup::Startup,
     },
     registry::{self, Registry},
     store::config_file::ConfigStore,
+    store::file_safety::{FilePolicy, UnsafeFile},
+    store::{
+        lock::{self, HostLock},
+        secrets_key::{KeyError, Keyring, SECRETS_KEY_ENV, SecretsKey},
+    },
 };
 
 /// The environment variable holding the host's API token.
@@ -45,6 +68,17 @@ pub struct HostOptions {
     /// The host listens on loopback only: requests must name a loopback
     /// host in `Host` (defence against DNS rebinding).
     pub loopback_only: bool,
+    /// Deadlines, child-process probing and browser origins (SPEC §5).
+    pub boundary: BoundaryOptions,
+    /// The file rules for the config file, the plugin folder and its
+    /// libraries (strict unless `--no-strict-modes`).
+    pub file_policy: FilePolicy,
+    /// The longest value the API may write to the runtime environment, in
+    /// bytes (longer: refused with its own reason).
+    pub max_value_bytes: usize,
+    /// Where the key that encrypts `[env]` values at rest comes from
+    /// (SPEC §7); by default `$XDG_DATA_HOME/milady/secrets.key`.
+    pub secrets_key: SecretsKey,
 }
 
 // The token is a secret: Debug says only whether there is one.
@@ -57,6 +91,10 @@ impl std::fmt::Debug for HostOptions {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("body_limit", &self.body_limit)
             .field("loopback_only", &self.loopback_only)
+            .field("boundary", &self.boundary)
+            .field("file_policy", &self.file_policy)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("secrets_key", &self.secrets_key)
             .finish()
     }
 }
@@ -72,6 +110,13 @@ impl HostOptions {
             token: None,
             body_limit: DEFAULT_BODY_LIMIT,
             loopback_only: true,
+            boundary: BoundaryOptions::default(),
+            file_policy: FilePolicy::strict(),
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            secrets_key: SecretsKey::File(SecretsKey::default_file(
+                std::env::var_os("XDG_DATA_HOME"),
+                std::env::var_os("HOME"),
+            )),
         }
     }
 }
@@ -106,6 +151,12 @@ pub struct Host {
     /// The merged OpenAPI document.
     pub openapi: serde_json::Value,
     options: HostOptions,
+    /// Where plugin futures run (`plugins::runtime`).
+    plugin_runtime: tokio::runtime::Handle,
+    /// Browser origins allowed to call the API.
+    origins: AllowedOrigins,
+    /// Held while the host lives: no key rotation runs meanwhile.
+    _host_lock: Option<HostLock>,
 }
 
 /// A start-up failure: the host does not start.
@@ -117,6 +168,9 @@ pub enum StartupError {
     /// A catalog is unreadable or invalid.
     #[error(transparent)]
     Catalog(#[from] registry::CatalogError),
+    /// The plugin folder is not safe to trust (StrictModes).
+    #[error(transparent)]
+    UnsafePluginsDir(UnsafeFile),
     /// The plugin folder cannot be listed.
     #[error("cannot list the plugin folder {path}: {source}")]
     PluginsDir {
@@ -126,6 +180,39 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The runtime plugin code runs on could not be started.
+    #[error(transparent)]
+    PluginRuntime(#[from] RuntimeError),
+    /// An allowed browser origin is not an origin.
+    #[error(transparent)]
+    Origins(#[from] OriginError),
+    /// The secrets key is configured in a way the host refuses.
+    #[error(transparent)]
+    SecretsKey(#[from] KeyError),
+}
+
+/// The libraries of the plugin folder that pass the file rules, and those
+/// that do not as skipped plugins (logged here).
+fn trusted_libraries(
+    dir: &std::path::Path,
+    policy: FilePolicy,
+) -> Result<(Vec<PathBuf>, Vec<SkippedPlugin>), StartupError> {
+    let listed = folder::libraries(dir, policy).map_err(|e| match e {
+        FolderError::Unsafe(e) => StartupError::UnsafePluginsDir(e),
+        FolderError::Io { path, source } => StartupError::PluginsDir { path, source },
+    })?;
+    let mut trusted = Vec::new();
+    let mut refused = Vec::new();
+    for library in listed {
+        match library {
+            Library::Trusted(path) => trusted.push(path),
+            Library::Refused(path, reason) => {
+                tracing::warn!(file = %path.display(), %reason, "plugin skipped");
+                refused.push(SkippedPlugin { path, reason });
+            }
+        }
+    }
+    Ok((trusted, refused))
 }
 
 fn host_service(
@@ -150,8 +237,29 @@ impl Host {
         options: HostOptions,
         process_env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, StartupError> {
-        let config = Arc::new(ConfigStore::new(&options.config_path));
+        options.secrets_key.check_apart_from(&options.config_path)?;
+        // Before the key is read: a rotation in progress ends first.
+        let host_lock = match lock::hold_host_lock(&options.config_path) {
+            Ok(held) => Some(held),
+            Err(err) => {
+                tracing::warn!(
+                    config = %options.config_path.display(),
+                    error = %err,
+                    "cannot take the host lock beside the config; `secrets rotate-key` \
+                     will not see this host"
+                );
+                None
+            }
+        };
+        let keyring = Arc::new(Keyring::new(options.secrets_key.clone()));
+        let config = Arc::new(
+            ConfigStore::new(&options.config_path)
+                .with_policy(options.file_policy)
+                .with_keyring(keyring),
+        );
         let snapshot = config.load()?;
+        // Every encrypted value opened once, here; never per request.
+        let mut opened = open_config_env(&snapshot, config.keyring());
 
         let mut catalogs = vec![registry::parse_catalog(
             registry::DEFAULT_CATALOG,
@@ -160,56 +268,47 @@ impl Host {
         for path in &options.catalogs {
             catalogs.push(registry::load_catalog_file(path)?);
         }
-        let registry = Arc::new(Registry::new(catalogs, &snapshot.plugin_enabled));
-        let env = Arc::new(RuntimeEnv::new(
-            process_env,
-            &snapshot.env,
-            &[TOKEN_ENV],
-            Arc::clone(&config),
-            KeyPolicy::new(&snapshot.blocked_env_keys),
-        ));
+        let registry = Arc::new(
+            Registry::new(catalogs, &snapshot.plugin_enabled)
+                .with_manage_secrets_grants(&snapshot.plugin_manage_secrets),
+        );
+        let env = Arc::new(
+            RuntimeEnv::new(
+                process_env,
+                &opened.values,
+                &[TOKEN_ENV, SECRETS_KEY_ENV],
+                Arc::clone(&config),
+                KeyPolicy::new(&snapshot.blocked_env_keys)
+                    .with_max_value_bytes(options.max_value_bytes),
+            )
+            .with_at_rest(std::mem::take(&mut opened.at_rest)),
+        );
+        drop(opened);
 
-        let files = match &options.plugins_dir {
-            Some(dir) => loader::library_files(dir).map_err(|source| StartupError::PluginsDir {
-                path: dir.clone(),
-                source,
-            })?,
-            None => Vec::new(),
+        // The folder and each library under the file rules first: nothing
+        // of a library another user could have planted runs, not even in a
+        // probe child.
+        let (files, refused) = match &options.plugins_dir {
+            Some(dir) => trusted_libraries(dir, options.file_policy)?,
+            None => (Vec::new(), Vec::new()),
         };
 
         let host_doc = host_service(&registry, &config).spec();
         let mut openapi: serde_json::Value =
             serde_json::from_str(&host_doc).unwrap_or_else(|_| serde_json::json!({}));
-        let mut plugins: Vec<MountedPlugin> = Vec::new();
-        let mut skipped = Vec::new();
-        for path in files {
-            let started = std::time::Instant::now();
-            let served = Served {
-                routes: plugins
-                    .iter()
-                    .flat_map(|m| m.plugin.manifest.routes.iter().map(|r| r.as_str()))
-                    .collect(),
-                openapi: &mut openapi,
-            };
-            match mount(&path, &registry, &env, &snapshot.plugin_enabled, served) {
-                Ok(plugin) => {
-                    tracing::info!(
-                        file = %path.display(),
-                        plugin = %plugin.manifest.id,
-                        version = %plugin.manifest.version,
-                        interface = %plugin.interface_version,
-                        elapsed_us = started.elapsed().as_micros() as u64,
-                        "plugin loaded"
-                    );
-                    plugins.push(MountedPlugin { plugin });
-                }
-                Err(error) => {
-                    let reason = error.to_string();
-                    tracing::warn!(file = %path.display(), %reason, "plugin skipped");
-                    skipped.push(SkippedPlugin { path, reason });
-                }
-            }
+        let origins = AllowedOrigins::parse(&options.boundary.allowed_origins)?;
+        // Before any plugin: `init` may already use host services.
+        let plugin_runtime = plugin_runtime()?;
+        // Probed in child processes, loaded from private copies, each step
+        // within the plugin timeout (`plugins::startup`).
+        let (plugins, mut skipped) = Startup {
+            registry: &registry,
+            env: &env,
+            enabled: &snapshot.plugin_enabled,
+            boundary: &options.boundary,
         }
+        .mount_all(files, &mut openapi);
+        skipped.extend(refused);
         openapi_doc::add_security(&mut openapi);
 
         Ok(Self {
@@ -220,6 +319,9 @@ impl Host {
             skipped,
             openapi,
             options,
+            plugin_runtime,
+            origins,
+            _host_lock: host_lock,
         })
     }
 
@@ -268,6 +370,7 @@ impl Host {
                 tracing::error!(error = %e, "Swagger UI unavailable");
                 String::from("<!doctype html><title>docs unavailable</title>")
             });
+        let docs_policy = browser::docs_policy(&docs_html);
         let merged = self.openapi.to_string();
 
         let mut route = Route::new()
@@ -279,10 +382,25 @@ impl Host {
                         .body(merged.clone())
                 }),
             )
-            .at("/docs", make_sync(move |_| Html(docs_html.clone())));
+            .at(
+                "/docs",
+                make_sync(move |_| {
+                    // Swagger UI's own inline scripts and styles, nothing else.
+                    Html(docs_html.clone()).with_header(
+                        poem::http::header::CONTENT_SECURITY_POLICY,
+                        docs_policy.clone(),
+                    )
+                }),
+            );
+        let limits = BridgeLimits {
+            body_limit: self.options.body_limit,
+            body_timeout: self.options.boundary.body_timeout,
+            request_timeout: self.options.boundary.request_timeout,
+        };
         for mounted in &self.plugins {
             let p = &mounted.plugin;
-            let ep = PluginEndpoint::new(p.module, p.manifest.id.as_str(), self.options.body_limit);
+            let runtime = self.plugin_runtime.clone();
+            let ep = PluginEndpoint::new(p.module, p.manifest.id.as_str(), limits, runtime);
             for prefix in &p.manifest.routes {
                 route = route.nest_no_strip(prefix.as_str(), ep.clone());
             }
@@ -290,15 +408,29 @@ impl Host {
         for (prefix, ep) in native {
             route = route.nest_no_strip(prefix, ep);
         }
-        let route = route.nest("/", service);
+        // Inside the host and token checks: nobody unauthenticated makes
+        // the host buffer a body.
+        let route = route.nest("/", service).with(BodyLimits::new(
+            self.options.body_limit,
+            self.options.boundary.body_timeout,
+        ));
         let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
+        let token_fingerprint = token
+            .as_deref()
+            .map(|t| TokenFingerprint(Fingerprinter::process().of(t).into()));
         let loopback_only = self.options.loopback_only;
         route
             .around(move |next, req: Request| {
                 let token = token.clone();
+                let token_fingerprint = token_fingerprint.clone();
                 async move {
-                    if loopback_only && let Some(refused) = auth::refuse_foreign_host(&req) {
+                    if let Some(refused) = host_header::refuse(&req, loopback_only) {
                         return Ok(refused);
+                    }
+                    let mut req = req;
+                    if let Some(fingerprint) = token_fingerprint {
+                        // What a plugin learns of the token (`plugins::parsed`).
+                        req.extensions_mut().insert(fingerprint);
                     }
                     auth::require_token(next, req, token.as_deref()).await
                 }
@@ -306,6 +438,8 @@ impl Host {
             .catch_all_error(render_error)
             // Outside the renderer, so poem's own 405s are responses by now.
             .with(AllowHeader::new(&self.openapi))
+            // Outermost: every response, errors and refusals included.
+            .with(BrowserDefences::new(self.origins.clone()))
             .map_to_response()
             .into_endpoint()
     }

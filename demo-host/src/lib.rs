@@ -13,24 +13,54 @@
 //! - `http`: the host's own routes, auth, JSON errors and the merged
 //!   OpenAPI document;
 //! - `registry`: catalog and loaded plugins with their enabled state;
+//! - `secrets_cli`: the `secrets encrypt`, `rotate-key` and `import`
+//!   commands (values at rest, SPEC §7; the encoding and the key live in
+//!   `store`);
 //! - `app`: assembling all of the above into a [`Host`].
 
 mod app;
+mod boundary;
 mod env;
 mod http;
+mod logging;
 mod plugins;
 mod registry;
+mod secrets_cli;
+mod server;
 mod store;
+mod text;
 
 pub use app::{DEFAULT_BODY_LIMIT, Host, HostOptions, TOKEN_ENV};
 pub use app::{MountedPlugin, SkippedPlugin, StartupError};
-pub use env::{key_policy::KeyPolicy, runtime::RuntimeEnv};
+pub use boundary::{
+    ALLOWED_ORIGINS_ENV, BoundaryOptions, DEFAULT_BODY_TIMEOUT, DEFAULT_PLUGIN_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT, default_cache_dir, split_origins,
+};
+pub use env::at_rest::{AtRest, AtRestTable};
+pub use env::{
+    key_policy::{DEFAULT_MAX_VALUE_BYTES, KeyPolicy},
+    runtime::RuntimeEnv,
+};
+pub use http::browser::OriginError;
+pub use logging::log_fields;
 pub use plugins::loader::{LoadError, LoadedPlugin, load_plugin};
 pub use plugins::mount::MountError;
+#[cfg(feature = "bench")]
+pub use plugins::parsed::NativeParsedEndpoint;
 pub use plugins::services::HostServices;
 pub use registry::Registry;
+pub use server::{
+    ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    serve,
+};
 pub use store::config_file::ConfigStore;
 pub use store::config_file::{ConfigError, ConfigSnapshot};
+pub use store::file_safety::{FilePolicy, UnsafeFile};
+pub use store::sealed::SealError;
+pub use store::secrets_key::{
+    KeyError, Keyring, SECRETS_KEY_ENV, SECRETS_KEY_FILE_ENV, SecretsKey,
+};
+pub use text::escape_controls;
 
 /// The `demo-host plugin ...` commands: probe a library in a child process,
 /// list the plugin folder, install a library into it.
@@ -38,6 +68,16 @@ pub mod plugin_commands {
     pub use crate::plugins::{
         install::{InstallError, Installed, install},
         listing::{ListError, ListedPlugin, list, render_list},
-        probe::{ProbeReport, probe_here},
+        probe::{ProbeReport, probe_and_exit, probe_here},
+    };
+}
+
+/// The `demo-host secrets ...` commands: encrypt the plaintext values of
+/// `[env]`, rotate the secrets key, import a `.env` file; and turning core
+/// dumps off.
+pub mod secrets_commands {
+    pub use crate::secrets_cli::{
+        DotEnvError, EncryptReport, ImportReport, RotateReport, SecretsCommandError,
+        disable_core_dumps, encrypt, import, rotate_key,
     };
 }

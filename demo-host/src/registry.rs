@@ -148,6 +148,8 @@ pub struct Registry {
     entries: RwLock<RArc<RegistrySnapshot>>,
     /// Serialises toggles so the file and memory agree on the last one.
     toggle_lock: Mutex<()>,
+    /// `[plugins.entries."<id>"].manage_secrets` from the config file.
+    manage_secrets: BTreeMap<String, bool>,
 }
 
 impl Registry {
@@ -179,7 +181,20 @@ impl Registry {
                 plugins: plugins.into(),
             })),
             toggle_lock: Mutex::new(()),
+            manage_secrets: BTreeMap::new(),
         }
+    }
+
+    /// The same registry with the config's `manage_secrets` grants.
+    pub fn with_manage_secrets_grants(mut self, grants: &BTreeMap<String, bool>) -> Self {
+        self.manage_secrets = grants.clone();
+        self
+    }
+
+    /// The config's `manage_secrets` grants, by plugin id (entries that set
+    /// it only; `plugins::scope` applies the default).
+    pub(crate) fn manage_secrets_grants(&self) -> &BTreeMap<String, bool> {
+        &self.manage_secrets
     }
 
     /// The current snapshot.

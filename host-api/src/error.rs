@@ -39,6 +39,9 @@ impl HostError {
     pub const STORAGE: &'static str = crate::ErrorCode::StorageError.as_str();
     /// A plugin failed to initialise.
     pub const INIT: &'static str = "init_failed";
+    /// A plugin asked for a key outside its scope: one it does not declare
+    /// (since 0.1.2; see [`crate::PluginServices::env_get`]).
+    pub const UNDECLARED_KEY: &'static str = "undeclared_key";
     /// Anything else, including a caught panic.
     pub const INTERNAL: &'static str = crate::ErrorCode::InternalError.as_str();
 

@@ -10,8 +10,9 @@ use async_ffi::{FfiFuture, FutureExt as _};
 use futures_util::FutureExt as _;
 
 use crate::{
-    FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox, HostError, PluginManifest,
-    PluginMod, PluginModRef,
+    ChangeAck, EnvChangeNotice, FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox,
+    HostError, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest, PluginMod, PluginModRef,
+    PluginServicesBox,
 };
 
 /// What a plugin implements; [`crate::export_plugin!`] turns it into the
@@ -59,6 +60,43 @@ pub trait Plugin: 'static {
     ) -> impl Future<Output = FfiSharedResponse> + Send + 'static {
         let response = Self::handle(request);
         async move { FfiSharedResponse::from(response.await) }
+    }
+
+    /// What the plugin declares beyond its manifest (since 0.1.2): the
+    /// capabilities it asks for (e.g. [`crate::MANAGE_SECRETS`]) and the
+    /// parameters it applies live. The default asks for nothing.
+    fn manifest_ext() -> ManifestExt {
+        ManifestExt::default()
+    }
+
+    /// Called once, right before `init`, with the plugin's scoped services
+    /// (since 0.1.2; a host of 0.1.1 or older never calls it). Keep them
+    /// (e.g. in a `OnceLock`) to read declared keys, write the audit log
+    /// or act on behalf of a request's client. The default drops them.
+    fn init_services(services: PluginServicesBox) -> Result<(), HostError> {
+        drop(services);
+        Ok(())
+    }
+
+    /// Handles one request that arrives already parsed (since 0.1.2; the
+    /// host prefers it). The default converts it into an [`FfiRequest`] for
+    /// [`Plugin::handle_shared`]; a plugin with a hot path overrides it and
+    /// answers from [`ParsedRequest::method`] and [`ParsedRequest::path`]
+    /// without parsing anything again.
+    fn handle_parsed(
+        request: ParsedRequest,
+    ) -> impl Future<Output = ParsedResponse> + Send + 'static {
+        let response = Self::handle_shared(request.into_ffi_request());
+        async move { ParsedResponse::from(response.await) }
+    }
+
+    /// Told after a change of the runtime environment was applied, with
+    /// the changed keys this plugin can see (since 0.1.2). Answer which of
+    /// them it applied live; the default applies none (they take effect at
+    /// the next start).
+    fn on_env_change(notice: EnvChangeNotice) -> impl Future<Output = ChangeAck> + Send + 'static {
+        drop(notice);
+        async { ChangeAck::default() }
     }
 }
 
@@ -116,6 +154,10 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
         handle: handle_shim::<P>,
         shutdown: shutdown_shim::<P>,
         handle_shared: handle_shared_shim::<P>,
+        manifest_ext: manifest_ext_shim::<P>,
+        init_services: init_services_shim::<P>,
+        handle_parsed: handle_parsed_shim::<P>,
+        on_env_change: on_env_change_shim::<P>,
     }
     .leak_into_prefix()
 }
@@ -161,6 +203,45 @@ extern "C" fn init_shim<P: Plugin>(host: HostContextBox) -> RResult<(), HostErro
     std::panic::catch_unwind(AssertUnwindSafe(|| P::init(host)))
         .unwrap_or_else(|_| Err(panicked("init")))
         .into()
+}
+
+extern "C" fn manifest_ext_shim<P: Plugin>() -> RResult<ManifestExt, HostError> {
+    std::panic::catch_unwind(P::manifest_ext)
+        .map_err(|_| panicked("manifest_ext"))
+        .into()
+}
+
+extern "C" fn init_services_shim<P: Plugin>(services: PluginServicesBox) -> RResult<(), HostError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| P::init_services(services)))
+        .unwrap_or_else(|_| Err(panicked("init_services")))
+        .into()
+}
+
+extern "C" fn handle_parsed_shim<P: Plugin>(request: ParsedRequest) -> FfiFuture<ParsedResponse> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| P::handle_parsed(request))) {
+        Ok(fut) => async move {
+            AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| panic_response().into())
+        }
+        .into_ffi(),
+        Err(_) => async { ParsedResponse::from(panic_response()) }.into_ffi(),
+    }
+}
+
+extern "C" fn on_env_change_shim<P: Plugin>(notice: EnvChangeNotice) -> FfiFuture<ChangeAck> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| P::on_env_change(notice))) {
+        // A plugin that failed to apply a change applied nothing live.
+        Ok(fut) => async move {
+            AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .unwrap_or_default()
+        }
+        .into_ffi(),
+        Err(_) => async { ChangeAck::default() }.into_ffi(),
+    }
 }
 
 extern "C" fn shutdown_shim<P: Plugin>() {

@@ -88,9 +88,12 @@ pub mod context;
 pub mod error;
 pub mod export;
 pub mod http;
+pub mod json;
 pub mod legacy;
 pub mod manifest;
 pub mod module;
+pub mod request;
+pub mod services;
 
 pub use abi_stable;
 pub use abi_stable::StableAbi;
@@ -107,6 +110,14 @@ pub use export::Plugin;
 pub use http::{FfiRequest, FfiResponse, FfiSharedResponse, Header};
 pub use manifest::{ParamSpec, PluginManifest};
 pub use module::{PluginMod, PluginModRef};
+pub use request::{
+    AuthMethod, ClientInfo, HeaderSpan, Headers, HttpMethod, ParsedRequest, ParsedResponse,
+    PeerAddr,
+};
+pub use services::{
+    AuditEntry, AuditKey, AuditQuery, ChangeAck, EnvChangeNotice, KeyRecord, KeySource,
+    MANAGE_SECRETS, ManifestExt, PluginServices, PluginServices_TO, PluginServicesBox,
+};
 
 /// The interface version a plugin was built against, as the host reports it
 /// in error messages (`abi_stable` checks the real layout independently).

@@ -14,7 +14,8 @@ use abi_stable::{
 use async_ffi::FfiFuture;
 
 use crate::{
-    FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox, HostError, PluginManifest,
+    ChangeAck, EnvChangeNotice, FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox,
+    HostError, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest, PluginServicesBox,
 };
 
 /// The plugin's entry points, exported as its root module.
@@ -51,6 +52,22 @@ pub struct PluginMod {
     /// (added in 0.1.1; the host prefers it and falls back to `handle`).
     #[sabi(missing_field(option))]
     pub handle_shared: extern "C" fn(FfiRequest) -> FfiFuture<FfiSharedResponse>,
+    /// What the plugin declares beyond its manifest: capabilities it asks
+    /// for, parameters it applies live (added in 0.1.2, as are the fields
+    /// below; older plugins lack them and the host does without).
+    #[sabi(missing_field(option))]
+    pub manifest_ext: extern "C" fn() -> RResult<ManifestExt, HostError>,
+    /// Called once, right before `init`, with the plugin's scoped services.
+    #[sabi(missing_field(option))]
+    pub init_services: extern "C" fn(PluginServicesBox) -> RResult<(), HostError>,
+    /// Handles one request that crosses already parsed, answering with a
+    /// shared response; the host prefers it to `handle_shared` and `handle`.
+    #[sabi(missing_field(option))]
+    pub handle_parsed: extern "C" fn(ParsedRequest) -> FfiFuture<ParsedResponse>,
+    /// Told after every applied change of the runtime environment that
+    /// concerns keys the plugin can see; answers which it applied live.
+    #[sabi(missing_field(option))]
+    pub on_env_change: extern "C" fn(EnvChangeNotice) -> FfiFuture<ChangeAck>,
 }
 
 /// The root module's identity: `abi_stable` finds it in a library by

@@ -1,7 +1,10 @@
 //! `GET`/`PUT /api/secrets`, written with poem-openapi against the host's
 //! services only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use abi_stable::std_types::{RNone, RSome};
 use host_api::{EnvChange, ErrorCode, HostContextBox, HostError};
@@ -9,21 +12,23 @@ use poem_openapi::{ApiResponse, OpenApi, Tags, param::Header, payload::Json};
 
 use crate::{
     etag::{ETags, Precondition},
+    fast::FastGet,
     index::{IndexCache, SecretIndex},
-    model::{ErrorBody, SecretsBody, SecretsUpdate, UpdateResult},
+    model::{DuplicateKey, ErrorBody, SecretsBody, SecretsUpdate, UpdateResult},
     render::BodyCache,
     validate::{self, Invalid},
 };
 
 /// The `Cache-Control` value of every response: secrets are never cached.
-const NO_STORE: &str = "no-store";
+pub(crate) const NO_STORE: &str = "no-store";
 
 /// The secrets API over the host's services.
 pub struct SecretsApi {
     host: Option<HostContextBox>,
-    index: IndexCache,
-    bodies: BodyCache,
-    etags: ETags,
+    // Shared with the fast `GET` (`crate::fast`): one cache, one ETag.
+    index: Arc<IndexCache>,
+    bodies: Arc<BodyCache>,
+    etags: Arc<ETags>,
 }
 
 impl SecretsApi {
@@ -32,10 +37,20 @@ impl SecretsApi {
     pub(crate) fn new(host: Option<HostContextBox>) -> Self {
         Self {
             host,
-            index: IndexCache::default(),
-            bodies: BodyCache::default(),
-            etags: ETags::new(),
+            index: Arc::default(),
+            bodies: Arc::default(),
+            etags: Arc::new(ETags::new()),
         }
+    }
+
+    /// The fast `GET` over the same caches and tags; `None` without a host.
+    pub(crate) fn fast_get(&self) -> Option<FastGet> {
+        Some(FastGet::new(
+            self.host.clone()?,
+            Arc::clone(&self.index),
+            Arc::clone(&self.bodies),
+            Arc::clone(&self.etags),
+        ))
     }
 }
 
@@ -83,13 +98,16 @@ enum PutResponse {
         String,
     ),
     /// Nothing was changed. `code` is `unsupported_media_type` (the body is
-    /// not sent as `application/json`), `invalid_json`, `invalid_body`,
-    /// `missing_secrets`, `invalid_secrets_type`, `empty_secrets`, or
-    /// `invalid_secrets` with `rejected` naming every refused key and why:
-    /// not a valid variable name, blocked by the host (loader, proxy, TLS,
-    /// shell and path variables, the host's own token), not declared as
-    /// sensitive by any plugin, not a string, contains NUL, only whitespace,
-    /// or equal to the masked placeholder `GET` shows for that key.
+    /// not sent as `application/json`), `invalid_json`, `duplicate_key` (an
+    /// object of the body names a key twice; the message names it),
+    /// `invalid_body`, `missing_secrets`, `invalid_secrets_type`,
+    /// `empty_secrets`, or `invalid_secrets` with `rejected` naming each
+    /// refused key and why (at most 100; `unlisted` counts the rest): not a
+    /// valid variable name, blocked by the host (loader, proxy, TLS, shell
+    /// and path variables, the host's own token), not declared as sensitive
+    /// by any plugin, not a string, contains NUL, only whitespace, only
+    /// invisible characters, longer than the host's maximum (64 KiB by
+    /// default), or equal to the masked placeholder `GET` shows for that key.
     #[oai(status = 400)]
     BadRequest(ErrorBody),
     /// The API token is missing or wrong (only when the host has one).
@@ -118,6 +136,13 @@ enum PutResponse {
 
 fn bad_put(err: poem::Error) -> PutResponse {
     // Never pass the parser's message on: it could quote the body.
+    if let Some(duplicate) = err.downcast_ref::<DuplicateKey>() {
+        // The key is quoted printable and cut short; never a value.
+        return PutResponse::BadRequest(ErrorBody::new(
+            ErrorCode::DuplicateKey,
+            &duplicate.to_string(),
+        ));
+    }
     let (code, message) = if err.is::<poem_openapi::error::ParseRequestPayloadError>() {
         (ErrorCode::InvalidJson, "the body is not valid JSON")
     } else if err.is::<poem_openapi::error::ContentTypeError>() {
@@ -175,7 +200,7 @@ impl SecretsApi {
     #[oai(path = "/api/secrets", method = "put", tag = "SecretsTags::Secrets")]
     async fn put_secrets(
         &self,
-        body: Json<SecretsUpdate>,
+        body: SecretsUpdate,
         /// An `ETag` from `GET /api/secrets`: apply only if nothing changed since.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
@@ -186,7 +211,7 @@ impl SecretsApi {
         let registry = host.registry();
         let env = host.env();
         let index = self.index.get(&registry);
-        let changes = match validate::validate(&body.0.0, &index, &env, |k| {
+        let changes = match validate::validate(&body.0, &index, &env, |k| {
             host.check_env_key(k.into())
                 .into_option()
                 .map(|r| r.into_string())
@@ -195,8 +220,8 @@ impl SecretsApi {
             Err(Invalid::Body(code, message)) => {
                 return PutResponse::BadRequest(ErrorBody::new(code, message));
             }
-            Err(Invalid::Keys(rejected)) => {
-                return PutResponse::BadRequest(ErrorBody::rejected(rejected));
+            Err(Invalid::Keys(rejected, unlisted)) => {
+                return PutResponse::BadRequest(ErrorBody::rejected(rejected, unlisted));
             }
         };
         // After validation: a malformed body is a 400 whatever `If-Match` says.
@@ -240,6 +265,7 @@ fn host_failure(e: HostError) -> PutResponse {
                 .iter()
                 .map(|d| (d.0.to_string(), d.1.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            0,
         )),
         // The host's storage and internal failures carry codes of the
         // shared table; anything else is reported as internal.

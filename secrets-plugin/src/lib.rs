@@ -13,23 +13,27 @@
 // `etag` and `index`; those use `model`, the types that cross the wire.
 mod api;
 mod etag;
+mod fast;
 mod index;
 mod model;
 mod redact;
 mod render;
 mod validate;
 
-use std::sync::OnceLock;
+use std::{future::Future, sync::OnceLock};
 
-use abi_stable::std_types::{RVec, Tuple2};
+use abi_stable::std_types::{RArc, RVec};
+use futures_util::future::{Either, ready};
 use host_api::{
-    ErrorCode, FfiRequest, FfiResponse, FfiSharedResponse, Header, HostContextBox, HostError,
-    LogLevel, ParamSpec, Plugin, PluginManifest,
+    ErrorCode, FfiRequest, FfiResponse, FfiSharedResponse, Headers, HostContextBox, HostError,
+    HttpMethod, LogLevel, MANAGE_SECRETS, ManifestExt, ParamSpec, ParsedRequest, ParsedResponse,
+    Plugin, PluginManifest, PluginServicesBox,
 };
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, endpoint::BoxEndpoint};
 use poem_openapi::OpenApiService;
 
 pub use api::SecretsApi;
+use fast::FastGet;
 pub use redact::redact;
 
 /// The plugin id.
@@ -39,21 +43,74 @@ pub const ROUTE: &str = "/api/secrets";
 
 /// The poem-openapi service of this plugin.
 pub fn service(host: Option<HostContextBox>) -> OpenApiService<SecretsApi, ()> {
-    OpenApiService::new(SecretsApi::new(host), "Secrets", env!("CARGO_PKG_VERSION"))
+    service_of(SecretsApi::new(host))
+}
+
+fn service_of(api: SecretsApi) -> OpenApiService<SecretsApi, ()> {
+    OpenApiService::new(api, "Secrets", env!("CARGO_PKG_VERSION"))
 }
 
 /// The complete endpoint: the API plus JSON rendering of every error the
 /// framework raises (bad content type, unknown method, ...).
 pub fn endpoint(host: HostContextBox) -> BoxEndpoint<'static, Response> {
+    endpoint_of(SecretsApi::new(Some(host)))
+}
+
+fn endpoint_of(api: SecretsApi) -> BoxEndpoint<'static, Response> {
     // No `Route::nest` here: the host may mount this endpoint natively with
     // `nest_no_strip`, and poem 3.1 panics on a nested `nest` there.
-    service(Some(host))
+    service_of(api)
         .into_endpoint()
         .before(without_trailing_slash)
         .catch_all_error(render_error)
         .map_to_response()
         .into_endpoint()
         .boxed()
+}
+
+/// The secrets API over the host's services, as the plugin serves it: the
+/// fast `GET` (answered from the caches, see `fast`) and the poem-openapi
+/// endpoint for everything else, over the same caches and tags.
+///
+/// The exported plugin runs one; the benchmark links another into the
+/// host and calls [`Secrets::handle_parsed`] natively, so both sides of
+/// the comparison run this very handler.
+pub struct Secrets {
+    fast: Option<FastGet>,
+    endpoint: BoxEndpoint<'static, Response>,
+}
+
+impl Secrets {
+    /// The API over `host`.
+    pub fn new(host: HostContextBox) -> Self {
+        let api = SecretsApi::new(Some(host));
+        Self {
+            fast: api.fast_get(),
+            endpoint: endpoint_of(api),
+        }
+    }
+
+    /// Answers one request that arrived already parsed.
+    pub fn handle_parsed(
+        &self,
+        request: ParsedRequest,
+    ) -> impl Future<Output = ParsedResponse> + Send + '_ {
+        if request.method == HttpMethod::Get
+            && (request.path == ROUTE || request.path.strip_suffix('/') == Some(ROUTE))
+            && let Some(fast) = &self.fast
+        {
+            return Either::Left(ready(fast.respond()));
+        }
+        // Boxed: the hot path's future stays a few words long.
+        Either::Right(Box::pin(self.through_endpoint(request)))
+    }
+
+    async fn through_endpoint(&self, request: ParsedRequest) -> ParsedResponse {
+        match to_poem(request) {
+            Ok(req) => from_poem(self.endpoint.get_response(req).await).await,
+            Err(message) => ParsedResponse::error(400, ErrorCode::BadRequest, message),
+        }
+    }
 }
 
 /// `/api/secrets/` is the same resource as `/api/secrets`.
@@ -94,9 +151,11 @@ async fn render_error(err: poem::Error) -> Response {
         .body(host_api::error_body(code, message))
 }
 
-static ENDPOINT: OnceLock<BoxEndpoint<'static, Response>> = OnceLock::new();
+static SECRETS: OnceLock<Secrets> = OnceLock::new();
 /// The host's services, kept for `shutdown`.
 static HOST: OnceLock<HostContextBox> = OnceLock::new();
+/// The scoped services of host-api 0.1.2 (absent in an older host).
+static SERVICES: OnceLock<PluginServicesBox> = OnceLock::new();
 
 /// The plugin as the host sees it.
 struct SecretsPlugin;
@@ -115,15 +174,33 @@ impl Plugin for SecretsPlugin {
             ))
     }
 
+    fn manifest_ext() -> ManifestExt {
+        // Listing and changing every plugin's secrets is this plugin's job.
+        ManifestExt::default().with_capability(MANAGE_SECRETS)
+    }
+
     fn openapi_json() -> String {
         service(None).spec()
+    }
+
+    fn init_services(services: PluginServicesBox) -> Result<(), HostError> {
+        if !services.has_capability(MANAGE_SECRETS.into()) {
+            services.log(
+                LogLevel::Warn,
+                "not granted `manage_secrets`: the secrets API sees no other plugin's secrets"
+                    .into(),
+            );
+        }
+        SERVICES.set(services).map_err(|_| {
+            HostError::new(HostError::INIT, "the secrets plugin was initialised twice")
+        })
     }
 
     fn init(host: HostContextBox) -> Result<(), HostError> {
         host.log(LogLevel::Info, "secrets plugin ready".into());
         let twice = || HostError::new(HostError::INIT, "the secrets plugin was initialised twice");
         HOST.set(host.clone()).map_err(|_| twice())?;
-        ENDPOINT.set(endpoint(host)).map_err(|_| twice())
+        SECRETS.set(Secrets::new(host)).map_err(|_| twice())
     }
 
     fn shutdown() {
@@ -133,75 +210,78 @@ impl Plugin for SecretsPlugin {
     }
 
     async fn handle(request: FfiRequest) -> FfiResponse {
-        match respond(request).await {
-            Ok(resp) => from_poem(resp).await,
-            Err(error) => error,
+        let shared = Self::handle_shared(request).await;
+        FfiResponse {
+            status: shared.status,
+            headers: shared.headers,
+            body: RVec::from(shared.body.as_slice()),
         }
     }
 
-    async fn handle_shared(request: FfiRequest) -> FfiSharedResponse {
-        let resp = match respond(request).await {
-            Ok(resp) => resp,
-            Err(error) => return error.into(),
-        };
-        // A cached GET body travels as the shared buffer it already is.
-        match resp.extensions().get::<model::SharedBody>().cloned() {
-            Some(shared) => FfiSharedResponse {
-                status: resp.status().as_u16(),
-                headers: headers_of(&resp),
-                body: shared.0,
-            },
-            None => from_poem(resp).await.into(),
+    fn handle_shared(
+        request: FfiRequest,
+    ) -> impl Future<Output = FfiSharedResponse> + Send + 'static {
+        // A host older than 0.1.2: parse what it sent, answer the same way.
+        let response = Self::handle_parsed(ParsedRequest::from_ffi_request(request));
+        async move { FfiSharedResponse::from(response.await) }
+    }
+
+    fn handle_parsed(
+        request: ParsedRequest,
+    ) -> impl Future<Output = ParsedResponse> + Send + 'static {
+        match SECRETS.get() {
+            Some(secrets) => Either::Left(secrets.handle_parsed(request)),
+            None => Either::Right(ready(ParsedResponse::error(
+                503,
+                ErrorCode::NotInitialised,
+                "the secrets plugin is not initialised",
+            ))),
         }
     }
-}
-
-/// Runs a request through the API; `Err` is a response already made.
-async fn respond(request: FfiRequest) -> Result<Response, FfiResponse> {
-    let Some(endpoint) = ENDPOINT.get() else {
-        return Err(FfiResponse::error(
-            503,
-            ErrorCode::NotInitialised,
-            "the secrets plugin is not initialised",
-        ));
-    };
-    let req = to_poem(request)
-        .map_err(|message| FfiResponse::error(400, ErrorCode::BadRequest, message))?;
-    Ok(endpoint.get_response(req).await)
 }
 
 host_api::export_plugin!(SecretsPlugin);
 
-fn to_poem(request: FfiRequest) -> Result<poem::Request, &'static str> {
-    let method =
-        poem::http::Method::from_bytes(request.method.as_bytes()).map_err(|_| "invalid method")?;
-    let uri: poem::http::Uri = request.uri.parse().map_err(|_| "invalid request target")?;
+fn to_poem(request: ParsedRequest) -> Result<poem::Request, &'static str> {
+    let method = poem::http::Method::from_bytes(request.method_str().as_bytes())
+        .map_err(|_| "invalid method")?;
+    let uri: poem::http::Uri = request
+        .target()
+        .parse()
+        .map_err(|_| "invalid request target")?;
     let mut builder = poem::Request::builder().method(method).uri(uri);
-    for header in request.headers.iter() {
-        builder = builder.header(header.0.as_str(), header.1.as_str());
+    for (name, value) in request.headers.iter() {
+        builder = builder.header(name, value);
     }
     Ok(builder.body(request.body.into_vec()))
 }
 
-fn headers_of(resp: &Response) -> RVec<Header> {
-    resp.headers()
-        .iter()
-        .filter_map(|(name, value)| Some(Tuple2(name.as_str().into(), value.to_str().ok()?.into())))
-        .collect()
-}
-
-async fn from_poem(resp: Response) -> FfiResponse {
+async fn from_poem(resp: Response) -> ParsedResponse {
     let status = resp.status().as_u16();
-    let headers = headers_of(&resp);
-    // `into_bytes` then `Vec::from` takes the buffer over without copying
-    // when the body holds the only reference (as the rendered GET body does).
-    match resp.into_body().into_bytes().await.map(Vec::from) {
-        Ok(body) => FfiResponse {
+    let mut headers = Headers::with_capacity(resp.headers().len(), 128);
+    for (name, value) in resp.headers() {
+        if let Ok(value) = value.to_str() {
+            headers.push(name.as_str(), value);
+        }
+    }
+    let headers = RArc::new(headers);
+    // A cached GET body travels as the shared buffer it already is.
+    if let Some(shared) = resp.extensions().get::<model::SharedBody>() {
+        return ParsedResponse {
             status,
             headers,
-            body: body.into(),
+            body: shared.0.clone(),
+        };
+    }
+    // `into_bytes` then `Vec::from` takes the buffer over without copying
+    // when the body holds the only reference.
+    match resp.into_body().into_bytes().await.map(Vec::from) {
+        Ok(body) => ParsedResponse {
+            status,
+            headers,
+            body: RArc::new(body.into()),
         },
-        Err(_) => FfiResponse::error(
+        Err(_) => ParsedResponse::error(
             500,
             ErrorCode::InternalError,
             "the response could not be produced",

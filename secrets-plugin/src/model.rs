@@ -8,18 +8,22 @@
 use std::collections::BTreeMap;
 
 use abi_stable::std_types::{RArc, RVec};
-use host_api::{EnvSource, ErrorCode};
-use poem::{IntoResponse, Response};
+use host_api::{
+    EnvSource, ErrorCode,
+    json::{JsonError, from_slice_strict},
+};
+use poem::{FromRequest, IntoResponse, Request, RequestBody, Response, http::StatusCode};
 use poem_openapi::{
-    Enum, Object,
-    payload::Payload,
-    registry::{MetaSchemaRef, Registry},
-    types::{Example, ParseFromJSON, ParseResult, Type},
+    ApiExtractor, ApiExtractorType, Enum, ExtractParamOptions, Object,
+    error::{ContentTypeError, ParseRequestPayloadError},
+    payload::{Json, ParsePayload, Payload},
+    registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry},
+    types::{Example, Type},
 };
 use serde_json::Value;
 
 /// The content type of every JSON body of this API.
-const JSON: &str = "application/json; charset=utf-8";
+pub(crate) const JSON: &str = "application/json; charset=utf-8";
 
 // The reasons a key of a `PUT` body is refused, as the client reads them in
 // `rejected`. The host adds its own (invalid name, block list).
@@ -32,11 +36,18 @@ pub(crate) const NOT_A_STRING: &str = "value must be a string (\"\" clears the k
 pub(crate) const HAS_NUL: &str = "value contains a NUL character";
 /// Reason: the value is only whitespace.
 pub(crate) const BLANK: &str = "value is only whitespace";
+/// Reason: the value is only invisible characters (zero-width spaces, byte
+/// order marks, bidirectional controls, fillers), perhaps with whitespace.
+pub(crate) const INVISIBLE: &str = "value is only invisible characters";
 /// Reason: the value is the redacted form shown by `GET`.
 pub(crate) const PLACEHOLDER: &str =
     "value is the masked placeholder shown by GET; send the real secret or leave the key out";
 /// Reason: the key is the empty string.
 pub(crate) const EMPTY_KEY: &str = "key is empty";
+
+/// The most entries `rejected` lists; validation stops at that many
+/// refusals, and the error counts the entries left out (`unlisted`).
+pub(crate) const MAX_REJECTED: usize = 100;
 
 /// Where the current value of a secret came from.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,16 +185,27 @@ impl Example for SecretsUpdateSchema {
 
 /// The body as received. It is documented as [`SecretsUpdateSchema`] but
 /// parsed as any JSON, so that validation can name every rejected key with
-/// its reason instead of failing on the first wrong type.
+/// its reason instead of failing on the first wrong type; and parsed
+/// strictly: an object that names a key twice is refused
+/// ([`DuplicateKey`]), where a plain parser would keep the last value.
 pub(crate) struct SecretsUpdate(pub(crate) Value);
 
-impl Type for SecretsUpdate {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
+/// A body that names a key twice in one object (400 `duplicate_key`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; send each key once")]
+pub(crate) struct DuplicateKey(JsonError);
 
-    fn name() -> std::borrow::Cow<'static, str> {
-        SecretsUpdateSchema::name()
+impl poem::error::ResponseError for DuplicateKey {
+    fn status(&self) -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+impl Payload for SecretsUpdate {
+    const CONTENT_TYPE: &'static str = JSON;
+
+    fn check_content_type(content_type: &str) -> bool {
+        <Json<Value> as Payload>::check_content_type(content_type)
     }
 
     fn schema_ref() -> MetaSchemaRef {
@@ -193,21 +215,65 @@ impl Type for SecretsUpdate {
     fn register(registry: &mut Registry) {
         SecretsUpdateSchema::register(registry);
     }
+}
 
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
+impl ParsePayload for SecretsUpdate {
+    const IS_REQUIRED: bool = true;
 
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let data = <Vec<u8> as FromRequest>::from_request(request, body).await?;
+        if data.is_empty() {
+            return Ok(Self(Value::Null));
+        }
+        match from_slice_strict(&data) {
+            Ok(value) => Ok(Self(value)),
+            Err(duplicate @ JsonError::DuplicateKey { .. }) => Err(DuplicateKey(duplicate).into()),
+            Err(syntax) => Err(ParseRequestPayloadError {
+                reason: syntax.to_string(),
+            }
+            .into()),
+        }
     }
 }
 
-impl ParseFromJSON for SecretsUpdate {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        Ok(Self(value.unwrap_or(Value::Null)))
+// What poem-openapi's `Json<T>` extractor does, for a payload of our own:
+// the content type is checked, then the body parsed.
+impl<'a> ApiExtractor<'a> for SecretsUpdate {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <Self as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: <Self as Payload>::CONTENT_TYPE,
+                schema: <Self as Payload>::schema_ref(),
+            }],
+            required: <Self as ParsePayload>::IS_REQUIRED,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(content_type) if Self::check_content_type(content_type) => {
+                <Self as ParsePayload>::from_request(request, body).await
+            }
+            Some(content_type) => Err(ContentTypeError::NotSupported {
+                content_type: content_type.to_owned(),
+            }
+            .into()),
+            None => Err(ContentTypeError::ExpectContentType.into()),
+        }
     }
 }
 
@@ -253,9 +319,15 @@ struct SecretsError {
     error: String,
     /// Machine-readable code.
     code: String,
-    /// For `invalid_secrets`: every rejected key with its reason.
+    /// For `invalid_secrets`: every rejected key with its reason, at most
+    /// 100 of them.
     #[oai(skip_serializing_if_is_none)]
     rejected: Option<BTreeMap<String, String>>,
+    /// For `invalid_secrets`, when `rejected` is cut short: how many more
+    /// entries of the body it does not list. Validation stops at the 100th
+    /// refusal, so these were not all checked; nothing was written.
+    #[oai(skip_serializing_if_is_none)]
+    unlisted: Option<u64>,
 }
 
 impl Example for SecretsError {
@@ -267,6 +339,7 @@ impl Example for SecretsError {
                 ("FOO".to_owned(), NOT_DECLARED.to_owned()),
                 ("LD_PRELOAD".to_owned(), "blocked by the host".to_owned()),
             ])),
+            unlisted: None,
         }
     }
 }
@@ -281,16 +354,41 @@ impl ErrorBody {
         Self(host_api::error_body(code, message))
     }
 
-    /// `invalid_secrets`, naming every rejected key with its reason.
-    pub(crate) fn rejected(rejected: BTreeMap<String, String>) -> Self {
-        let n = rejected.len();
-        let message = format!("{n} secret{} rejected", if n == 1 { "" } else { "s" });
+    /// `invalid_secrets`, naming each rejected key with its reason: at most
+    /// [`MAX_REJECTED`] of them (in key order), and `unlisted` counting the
+    /// entries left out, when any were.
+    pub(crate) fn rejected(
+        rejected: impl IntoIterator<Item = (String, String)>,
+        unlisted: usize,
+    ) -> Self {
+        let mut listed = BTreeMap::new();
+        let mut unlisted = unlisted;
+        for (key, reason) in rejected {
+            if listed.len() < MAX_REJECTED {
+                listed.insert(key, Value::String(reason));
+            } else {
+                unlisted += 1;
+            }
+        }
+        let n = listed.len();
+        let mut message = format!("{n} secret{} rejected", if n == 1 { "" } else { "s" });
+        if unlisted > 0 {
+            message.push_str(&format!(
+                "; {unlisted} more entr{} not listed (validation stops at {MAX_REJECTED} refusals)",
+                if unlisted == 1 { "y" } else { "ies" }
+            ));
+        }
         let body = host_api::error_body(ErrorCode::InvalidSecrets, &message);
-        // The shared builder makes the two common fields; this API adds one.
+        // The shared builder makes the two common fields; this API adds its own.
         let mut object: serde_json::Map<String, Value> =
             serde_json::from_str(&body).unwrap_or_default();
-        let rejected = rejected.into_iter().map(|(k, v)| (k, Value::String(v)));
-        object.insert("rejected".into(), Value::Object(rejected.collect()));
+        object.insert(
+            "rejected".into(),
+            Value::Object(listed.into_iter().collect()),
+        );
+        if unlisted > 0 {
+            object.insert("unlisted".into(), Value::from(unlisted));
+        }
         Self(Value::Object(object).to_string())
     }
 }
@@ -331,6 +429,11 @@ impl AsRef<[u8]> for SharedBody {
 pub(crate) struct SecretsBody(pub(crate) SharedBody);
 
 impl SecretsBody {
+    /// The shared buffer itself, for a response that crosses to the host.
+    pub(crate) fn into_shared(self) -> RArc<RVec<u8>> {
+        (self.0).0
+    }
+
     /// The JSON bytes.
     #[cfg(test)]
     pub(crate) fn as_bytes(&self) -> &[u8] {
@@ -387,7 +490,7 @@ mod tests {
             serde_json::json!({"error": "not yet", "code": "not_initialised"})
         );
         let rejected = BTreeMap::from([("A".to_owned(), BLANK.to_owned())]);
-        let resp = ErrorBody::rejected(rejected).into_response();
+        let resp = ErrorBody::rejected(rejected, 0).into_response();
         assert_eq!(
             json_of(resp).await,
             serde_json::json!({
@@ -396,5 +499,24 @@ mod tests {
                 "rejected": {"A": BLANK},
             })
         );
+    }
+
+    #[tokio::test]
+    async fn the_rejected_map_is_capped_and_counts_the_rest() {
+        let many = (0..150).map(|i| (format!("K{i:03}"), BLANK.to_owned()));
+        let v = json_of(ErrorBody::rejected(many, 7).into_response()).await;
+        let listed = v["rejected"].as_object().map(|m| m.len());
+        assert_eq!(listed, Some(MAX_REJECTED));
+        assert_eq!(v["rejected"]["K000"], BLANK);
+        assert_eq!(v["unlisted"], 57);
+        let message = v["error"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("100 secrets rejected; 57 more entries"),
+            "{message}"
+        );
+        let one =
+            json_of(ErrorBody::rejected([("A".to_owned(), BLANK.to_owned())], 0).into_response())
+                .await;
+        assert!(one.get("unlisted").is_none(), "{one}");
     }
 }

@@ -43,7 +43,8 @@ async fn bad_libraries_are_skipped_with_one_line_each_and_the_host_serves_the_re
         .find(|l| l.contains("incompatible.so"))
         .unwrap_or_default();
     assert!(
-        incompatible.contains("host-api 0.2.0") && incompatible.contains("host-api 0.1.1"),
+        incompatible.contains("host-api 0.2.0")
+            && incompatible.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)),
         "both versions named: {incompatible}"
     );
     assert!(!log.contains("notes.txt"));
@@ -155,5 +156,37 @@ async fn a_plugin_built_against_the_older_compatible_interface_still_loads() -> 
     let status = h.terminate()?;
     assert!(status.success(), "{status:?}\n{}", h.log());
     assert!(h.log().contains("plugin predates the shutdown entry point"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_interface_0_1_1_still_loads_and_serves_scoped() -> Result<()> {
+    let a = artifacts()?;
+    let mut h = HostProcess::start(
+        HostSpec::with_secrets()?
+            .plugin(&a.old_interface_0_1_1, "old-0-1-1.so")
+            .env("OPENAI_API_KEY", "sk-not-for-the-old-plugin-1234")
+            .env("OLD_0_1_1_API_KEY", "its-own-value"),
+    )?;
+    let (status, body) = get(&h, "/api/old-0-1-1").await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["built_against"], "host-api 0.1.1");
+    // Its 0.1.1 `HostContext` is scoped too: its own key, not another's.
+    assert_eq!(body["own_key_set"], true, "{body}");
+    assert_eq!(body["openai_key_visible"], false, "{body}");
+    let log = h.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("plugin loaded") && l.contains("old-0-1-1.so"))
+        .unwrap_or_default();
+    assert!(line.contains("interface=0.1.1"), "{line}");
+    // The secrets plugin still sees (and manages) every key beside it.
+    let (_, secrets) = get(&h, "/api/secrets").await?;
+    assert_eq!(secrets["secrets"]["OPENAI_API_KEY"]["set"], true);
+    assert_eq!(secrets["secrets"]["OLD_0_1_1_API_KEY"]["set"], true);
+    // It has `shutdown` (0.1.1), which runs.
+    let status = h.terminate()?;
+    assert!(status.success(), "{status:?}\n{}", h.log());
+    assert!(h.log().contains("0.1.1 fixture shut down"));
     Ok(())
 }

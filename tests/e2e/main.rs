@@ -3,7 +3,9 @@
 //! artifacts are built once.
 
 mod attacks;
+mod boundary;
 mod browser;
+mod connections;
 mod docs;
 mod faults;
 mod host;
@@ -11,6 +13,9 @@ mod loading;
 mod openapi;
 mod plugin_cli;
 mod secrets;
+mod scoped;
+mod shared_machine;
+mod strict_input;
 
 use anyhow::Result;
 use serde_json::Value;

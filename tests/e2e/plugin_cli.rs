@@ -118,7 +118,7 @@ async fn the_example_plugin_installs_lists_and_is_served_with_its_secret_redacte
     let hello = entry(&listed, "libhello_plugin.so");
     assert_eq!(hello["id"], "@example/plugin-hello");
     assert_eq!(hello["version"], "0.1.0");
-    assert_eq!(hello["interface"], "0.1.1");
+    assert_eq!(hello["interface"], host_api::INTERFACE_VERSION);
     assert_eq!(hello["compatible"], true);
     assert_eq!(hello["loads"], true);
     assert_eq!(hello["routes"], json!(["/api/hello"]));
@@ -181,7 +181,7 @@ fn install_refuses_junk_truncated_and_incompatible_files_and_copies_nothing() ->
         assert!(line.contains("not a plugin this host can load"), "{line}");
         if name == "incompatible.so" {
             assert!(
-                line.contains("host-api 0.2.0") && line.contains("host-api 0.1.1"),
+                line.contains("host-api 0.2.0") && line.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)),
                 "both versions: {line}"
             );
         }
@@ -284,7 +284,7 @@ fn list_names_every_library_with_its_compatibility_and_skip_reason() -> Result<(
     assert!(
         incompatible["skipReason"]
             .as_str()
-            .is_some_and(|r| r.contains("host-api 0.2.0") && r.contains("host-api 0.1.1"))
+            .is_some_and(|r| r.contains("host-api 0.2.0") && r.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)))
     );
 
     for name in e2e_tests::BROKEN_LIBRARIES {

@@ -13,6 +13,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+mod at_rest;
+
+pub use at_rest::{Stored, TempHome, files_holding_pieces, identities, open, pieces, stored_env};
+
 /// Paths of the built artifacts.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
@@ -28,6 +32,18 @@ pub struct Artifacts {
     pub hello: PathBuf,
     /// A plugin built against the frozen host-api 0.1.0 (before `shutdown`).
     pub old_interface: PathBuf,
+    /// A plugin built against the frozen host-api 0.1.1 (`handle_shared`,
+    /// before parsed requests and scoped services).
+    pub old_interface_0_1_1: PathBuf,
+    /// The fixture plugin that uses the scoped services of host-api 0.1.2.
+    pub scoped: PathBuf,
+    /// A working plugin exported without layout information.
+    pub no_layout: PathBuf,
+    /// The fixture plugin that misbehaves at the boundary (bad headers,
+    /// hangs, blocking, host services from `init` and its own thread).
+    pub boundary: PathBuf,
+    /// The minimal plugin the benchmark makes numbered copies of.
+    pub numbered: PathBuf,
 }
 
 fn lib_name(crate_name: &str) -> String {
@@ -82,6 +98,14 @@ fn build() -> Result<Artifacts> {
             "incompatible-plugin",
             "-p",
             "hello-plugin",
+            "-p",
+            "no-layout-plugin",
+            "-p",
+            "boundary-plugin",
+            "-p",
+            "numbered-plugin",
+            "-p",
+            "scoped-plugin",
         ])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -91,25 +115,29 @@ fn build() -> Result<Artifacts> {
     if !status.success() {
         bail!("cargo build failed: {status}");
     }
-    // The older-interface plugin is its own workspace (Cargo cannot hold two
-    // semver-compatible `host-api` packages in one lock file): build it with
-    // its own lock file, into a folder of its own beside the others.
+    // Each older-interface plugin is its own workspace (Cargo cannot hold two
+    // semver-compatible `host-api` packages in one lock file): build each
+    // with its own lock file, into a folder of their own beside the others.
     let old_target = target_dir.join("old-interface");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--locked",
-            "--profile",
-            &profile,
-            "--manifest-path",
-        ])
-        .arg(workspace_root().join("tests/fixtures/old-interface/old-plugin/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&old_target)
-        .status()
-        .context("running cargo build for the old-interface plugin")?;
-    if !status.success() {
-        bail!("cargo build of the old-interface plugin failed: {status}");
+    for fixture in ["old-plugin", "old-plugin-0.1.1"] {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--locked",
+                "--profile",
+                &profile,
+                "--manifest-path",
+            ])
+            .arg(
+                workspace_root().join(format!("tests/fixtures/old-interface/{fixture}/Cargo.toml")),
+            )
+            .arg("--target-dir")
+            .arg(&old_target)
+            .status()
+            .with_context(|| format!("running cargo build for the {fixture} fixture"))?;
+        if !status.success() {
+            bail!("cargo build of the {fixture} fixture failed: {status}");
+        }
     }
     let old_profile_dir = old_target.join(profile_dir.file_name().context("no profile folder")?);
     let artifacts = Artifacts {
@@ -119,6 +147,11 @@ fn build() -> Result<Artifacts> {
         incompatible: profile_dir.join(lib_name("incompatible-plugin")),
         hello: profile_dir.join(lib_name("hello-plugin")),
         old_interface: old_profile_dir.join(lib_name("old-plugin")),
+        old_interface_0_1_1: old_profile_dir.join(lib_name("old-plugin-0-1-1")),
+        scoped: profile_dir.join(lib_name("scoped-plugin")),
+        no_layout: profile_dir.join(lib_name("no-layout-plugin")),
+        boundary: profile_dir.join(lib_name("boundary-plugin")),
+        numbered: profile_dir.join(lib_name("numbered-plugin")),
     };
     for path in [
         &artifacts.host,
@@ -127,12 +160,82 @@ fn build() -> Result<Artifacts> {
         &artifacts.incompatible,
         &artifacts.hello,
         &artifacts.old_interface,
+        &artifacts.old_interface_0_1_1,
+        &artifacts.scoped,
+        &artifacts.no_layout,
+        &artifacts.boundary,
+        &artifacts.numbered,
     ] {
         if !path.exists() {
             bail!("expected artifact {} is missing", path.display());
         }
     }
     Ok(artifacts)
+}
+
+/// The C fixture libraries of `tests/fixtures/c/`, built with the system C
+/// compiler (`$CC`, else `cc`).
+#[derive(Debug, Clone)]
+pub struct CLibraries {
+    /// A constructor that calls `abort()`.
+    pub ctor_abort: PathBuf,
+    /// A constructor that dereferences NULL.
+    pub ctor_segfault: PathBuf,
+    /// A constructor that calls `exit(3)`.
+    pub ctor_exit: PathBuf,
+    /// A constructor that never returns.
+    pub ctor_hang: PathBuf,
+    /// No plugin root module, and a destructor that calls `abort()`.
+    pub dtor_abort_no_root: PathBuf,
+}
+
+/// Builds (once per test binary) the C fixture libraries into
+/// `<target>/<profile>/c-fixtures/`, beside the other artifacts.
+pub fn c_libraries() -> Result<&'static CLibraries> {
+    static BUILT: OnceLock<std::result::Result<CLibraries, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_c_libraries().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("building the C fixtures failed: {e}"))
+}
+
+fn build_c_libraries() -> Result<CLibraries> {
+    let host = &artifacts()?.host;
+    let out = host
+        .parent()
+        .context("no profile folder")?
+        .join("c-fixtures");
+    let build = |stem: &str| compile_c_fixture(stem, &out);
+    Ok(CLibraries {
+        ctor_abort: build("ctor_abort")?,
+        ctor_segfault: build("ctor_segfault")?,
+        ctor_exit: build("ctor_exit")?,
+        ctor_hang: build("ctor_hang")?,
+        dtor_abort_no_root: build("dtor_abort_no_root")?,
+    })
+}
+
+/// Compiles `tests/fixtures/c/<stem>.c` into the shared library
+/// `<out>/lib<stem>.so` with the system C compiler (`$CC`, else `cc`).
+pub fn compile_c_fixture(stem: &str, out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out)?;
+    let source = workspace_root().join(format!("tests/fixtures/c/{stem}.c"));
+    let library = out.join(lib_name(stem));
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let output = Command::new(&compiler)
+        .args(["-shared", "-fPIC", "-O0", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .output()
+        .with_context(|| format!("running the C compiler `{compiler}`"))?;
+    if !output.status.success() {
+        bail!(
+            "{compiler} failed on {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(library)
 }
 
 /// The workspace root.
@@ -331,6 +434,9 @@ pub struct HostProcess {
     pub base: String,
     /// The temporary folder holding `milady.toml` and `plugins/`.
     pub dir: tempfile::TempDir,
+    /// The host's own `HOME` and `XDG_DATA_HOME` (its secrets key), kept
+    /// across restarts.
+    pub home: TempHome,
     log: Arc<Mutex<String>>,
     spec: HostSpec,
 }
@@ -351,7 +457,7 @@ impl HostProcess {
         if let Some(text) = &spec.config {
             std::fs::write(dir.path().join("milady.toml"), text)?;
         }
-        Self::launch(dir, spec)
+        Self::launch(dir, TempHome::new()?, spec)
     }
 
     /// Starts a host again on the same folder (config and plugins kept).
@@ -359,12 +465,13 @@ impl HostProcess {
         self.terminate()?;
         let dir = tempfile::tempdir()?;
         let old = std::mem::replace(&mut self.dir, dir);
+        let home = std::mem::replace(&mut self.home, TempHome::new()?);
         let spec = self.spec.clone();
         drop(self);
-        Self::launch(old, spec)
+        Self::launch(old, home, spec)
     }
 
-    fn launch(dir: tempfile::TempDir, spec: HostSpec) -> Result<Self> {
+    fn launch(dir: tempfile::TempDir, home: TempHome, spec: HostSpec) -> Result<Self> {
         let a = artifacts()?;
         let mut cmd = Command::new(&a.host);
         cmd.arg("--config")
@@ -383,12 +490,16 @@ impl HostProcess {
             .env_remove("MILADY_API_BIND")
             .env("RUST_LOG", "trace")
             .env("NO_COLOR", "1")
+            // Probe results are cached per host folder, not in ~/.cache.
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .env_remove("MILADY_ALLOWED_ORIGINS")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         for c in &spec.catalogs {
             cmd.arg("--catalog").arg(c);
         }
+        home.apply(&mut cmd);
         for (k, v) in &spec.env {
             cmd.env(k, v);
         }
@@ -397,9 +508,21 @@ impl HostProcess {
             child,
             base,
             dir,
+            home,
             log,
             spec,
         })
+    }
+
+    /// The host's secrets key file (in its own home).
+    pub fn key_path(&self) -> PathBuf {
+        self.home.key_file()
+    }
+
+    /// The config file's `[env]`, encrypted values opened with the host's
+    /// key.
+    pub fn stored_env(&self) -> Result<std::collections::BTreeMap<String, Stored>> {
+        stored_env(&self.config_path(), &self.key_path())
     }
 
     /// The path of the config file.

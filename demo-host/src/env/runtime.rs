@@ -25,7 +25,10 @@ use abi_stable::std_types::{RArc, RString, RVec};
 use host_api::{EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostError};
 
 use crate::{
-    env::key_policy::KeyPolicy,
+    env::{
+        at_rest::{AtRest, AtRestTable},
+        key_policy::KeyPolicy,
+    },
     store::config_file::{ConfigError, ConfigStore},
 };
 
@@ -42,6 +45,31 @@ pub struct RuntimeEnv {
     commits: AtomicU64,
     config: Arc<ConfigStore>,
     policy: KeyPolicy,
+    /// What the host knows of each key beside its value (see
+    /// [`RuntimeEnv::provenance`]).
+    provenance: Provenance,
+    /// How each key of the config file is stored (encrypted, readable).
+    at_rest: AtRestTable,
+}
+
+/// Keys the process environment set at start-up, keys the config file held
+/// then, and when each key was last written since.
+#[derive(Default)]
+struct Provenance {
+    process: std::collections::BTreeSet<String>,
+    stored_at_start: std::collections::BTreeSet<String>,
+    updated_at: Mutex<HashMap<String, std::time::SystemTime>>,
+}
+
+/// What [`RuntimeEnv::provenance`] tells of one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyProvenance {
+    /// When the key was last written through the API since start-up.
+    pub(crate) updated_at: Option<std::time::SystemTime>,
+    /// The process environment sets the key over a stored value (one the
+    /// config held at start-up, or one written since): after a restart the
+    /// process's value wins again.
+    pub(crate) overridden_by_process: bool,
 }
 
 #[derive(Default)]
@@ -84,6 +112,19 @@ impl RuntimeEnv {
                 vars.insert(k.clone(), (v.clone(), EnvSource::ConfigFile));
             }
         }
+        let provenance = Provenance {
+            process: vars
+                .iter()
+                .filter(|(_, (_, source))| *source == EnvSource::Process)
+                .map(|(k, _)| k.clone())
+                .collect(),
+            stored_at_start: config_env
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            updated_at: Mutex::default(),
+        };
         Self {
             current: RwLock::new(RArc::new(snapshot_from(1, vars))),
             queue: Mutex::new(CommitQueue::default()),
@@ -91,6 +132,38 @@ impl RuntimeEnv {
             commits: AtomicU64::new(0),
             config,
             policy,
+            provenance,
+            at_rest: AtRestTable::default(),
+        }
+    }
+
+    /// The same environment knowing how the config file stores its keys
+    /// (from [`crate::env::at_rest::open_config_env`] at start-up).
+    pub(crate) fn with_at_rest(mut self, at_rest: BTreeMap<String, AtRest>) -> Self {
+        self.at_rest = AtRestTable::new(at_rest);
+        self
+    }
+
+    /// How each key of the config file is stored: encrypted or not,
+    /// readable or not (and why), kept current by every write.
+    pub fn at_rest(&self) -> &AtRestTable {
+        &self.at_rest
+    }
+
+    /// When `key` was last written and whether the process environment
+    /// overrides its stored value (for the per-key records plugins get).
+    pub(crate) fn provenance(&self, key: &str) -> KeyProvenance {
+        let updated_at = self
+            .provenance
+            .updated_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied();
+        KeyProvenance {
+            updated_at,
+            overridden_by_process: self.provenance.process.contains(key)
+                && (self.provenance.stored_at_start.contains(key) || updated_at.is_some()),
         }
     }
 
@@ -105,6 +178,11 @@ impl RuntimeEnv {
     /// The host's key rules.
     pub fn policy(&self) -> &KeyPolicy {
         &self.policy
+    }
+
+    /// The config file the environment is persisted to.
+    pub(crate) fn config_path(&self) -> &std::path::Path {
+        self.config.path()
     }
 
     /// How many config writes updates have made so far; with concurrent
@@ -133,6 +211,8 @@ impl RuntimeEnv {
                 .is_some_and(|v| v.is_empty() || v.contains('\0'))
             {
                 rejected = rejected.with_detail(change.key(), "value is empty or contains NUL");
+            } else if let Some(reason) = change.value().and_then(|v| self.policy.check_value(v)) {
+                rejected = rejected.with_detail(change.key(), &reason);
             }
         }
         if !rejected.details.is_empty() {
@@ -204,7 +284,8 @@ impl RuntimeEnv {
             .collect();
         self.commits.fetch_add(1, Ordering::Relaxed);
         match self.config.apply_env(&changes) {
-            Ok(_) => {
+            Ok(written) => {
+                self.at_rest.record_write(&written, &changes);
                 self.publish(&current, &changes, version);
                 for (n, &i) in accepted.iter().enumerate() {
                     let version = current.version + 1 + n as u64;
@@ -231,9 +312,11 @@ impl RuntimeEnv {
             return Err(conflict());
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.config
+        let written = self
+            .config
             .apply_env(&update.changes)
             .map_err(|e| storage(&e))?;
+        self.at_rest.record_write(&written, &update.changes);
         let version = current.version + 1;
         self.publish(&current, &update.changes, version);
         Ok(EnvUpdate { version })
@@ -246,12 +329,25 @@ impl RuntimeEnv {
             .iter()
             .map(|v| (v.key.to_string(), (v.value.to_string(), v.source)))
             .collect();
+        let now = std::time::SystemTime::now();
+        let mut updated_at = self
+            .provenance
+            .updated_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for change in changes {
             match change.value() {
-                Some(v) => vars.insert(change.key().to_owned(), (v.to_owned(), EnvSource::Api)),
-                None => vars.remove(change.key()),
+                Some(v) => {
+                    updated_at.insert(change.key().to_owned(), now);
+                    vars.insert(change.key().to_owned(), (v.to_owned(), EnvSource::Api))
+                }
+                None => {
+                    updated_at.remove(change.key());
+                    vars.remove(change.key())
+                }
             };
         }
+        drop(updated_at);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             RArc::new(snapshot_from(version, vars));
     }

@@ -3,12 +3,15 @@
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
 use subtle::ConstantTimeEq as _;
 
-use host_api::ErrorCode;
+use host_api::{AuthMethod, ErrorCode};
 
 use crate::http::errors::json_error_response;
 
-/// Where a request may carry the token.
-const TOKEN_HEADERS: [&str; 2] = ["x-milady-token", "x-api-key"];
+/// Where a request may carry the token, besides `Authorization: Bearer`.
+const TOKEN_HEADERS: [(&str, AuthMethod); 2] = [
+    ("x-milady-token", AuthMethod::MILADY_TOKEN),
+    ("x-api-key", AuthMethod::API_KEY),
+];
 
 /// Whether `path` is under `/api`.
 pub(crate) fn is_api_path(path: &str) -> bool {
@@ -18,6 +21,11 @@ pub(crate) fn is_api_path(path: &str) -> bool {
 /// The token a request presents, if any: `Authorization: Bearer <t>`,
 /// `X-Milady-Token: <t>` or `X-Api-Key: <t>`.
 pub(crate) fn presented_token(req: &Request) -> Option<&str> {
+    presented(req).map(|(_, token)| token)
+}
+
+/// The token a request presents and how (see [`presented_token`]).
+pub(crate) fn presented(req: &Request) -> Option<(AuthMethod, &str)> {
     let bearer = req
         .headers()
         .get(poem::http::header::AUTHORIZATION)
@@ -26,10 +34,11 @@ pub(crate) fn presented_token(req: &Request) -> Option<&str> {
             let (scheme, rest) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    bearer.or_else(|| {
-        TOKEN_HEADERS
-            .iter()
-            .find_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()))
+    bearer.map(|t| (AuthMethod::BEARER, t)).or_else(|| {
+        TOKEN_HEADERS.iter().find_map(|(h, method)| {
+            let token = req.headers().get(*h).and_then(|v| v.to_str().ok())?;
+            Some((*method, token))
+        })
     })
 }
 
@@ -41,7 +50,9 @@ pub(crate) fn token_matches(expected: &str, presented: &str) -> bool {
 }
 
 /// Whether a `Host` header value names this machine's loopback interface:
-/// `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`, with any port.
+/// `localhost`, `*.localhost`, `127.0.0.0/8` or `[::1]`, with any port. A
+/// web page on another origin that rebinds its DNS name to 127.0.0.1 still
+/// sends its own name, so `http::host_header` refuses it.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
@@ -61,24 +72,6 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// For a host bound to loopback: a 403 JSON error when the request's `Host`
-/// names anything else. A web page on another origin that rebinds its DNS
-/// name to 127.0.0.1 still sends its own name, so it is refused here.
-pub(crate) fn refuse_foreign_host(req: &Request) -> Option<Response> {
-    let host = req
-        .headers()
-        .get(poem::http::header::HOST)
-        .map(|v| v.to_str().unwrap_or(""))
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))?;
-    (!is_loopback_host(host)).then(|| {
-        json_error_response(
-            StatusCode::FORBIDDEN,
-            ErrorCode::ForbiddenHost,
-            "this host only answers requests addressed to a loopback name",
-        )
-    })
 }
 
 /// Middleware: when a token is configured, `/api/*` requests without it get
@@ -113,6 +106,12 @@ mod tests {
         assert_eq!(presented_token(&req), Some("abc"));
         let req = Request::builder().header("X-Api-Key", "k").finish();
         assert_eq!(presented_token(&req), Some("k"));
+        assert_eq!(presented(&req), Some((AuthMethod::API_KEY, "k")));
+        let req = Request::builder()
+            .header("X-Milady-Token", "m")
+            .header("Authorization", "Bearer b")
+            .finish();
+        assert_eq!(presented(&req), Some((AuthMethod::BEARER, "b")));
         let req = Request::builder()
             .header("Authorization", "Basic abc")
             .finish();

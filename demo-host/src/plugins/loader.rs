@@ -10,10 +10,18 @@
 //!   file). Every file is therefore parsed first, and refused unless every
 //!   loadable segment lies inside it.
 //! - `RootModule::load_from*` caches its first result process-wide, so each
-//!   file is loaded with `lib_header_from_path(..)?.init_root_module()`.
+//!   file is opened as a `RawLibrary` and checked with
+//!   `lib_header_from_raw_library(..)?.init_root_module()`.
 //!
-//! Libraries are never unloaded (`abi_stable`'s rule): replacing a file
-//! takes effect at the next start.
+//! Every library opened stays open, also when a check then refuses it:
+//! its constructors have run, and unloading it would run its destructors
+//! (which may do anything) and leave `abi_stable`'s `'static` references
+//! dangling. (`lib_header_from_path` drops the handle when the root-module
+//! symbol or the header check fails; this module never does.) A library
+//! exported without layout information (`unsafe_no_layout_constant`) is
+//! refused: no layout, no load. The host loads a private copy of each file
+//! (`plugins::private_copy`), after a child process has probed it
+//! (`plugins::probe`); replacing a file takes effect at the next start.
 
 // The one module of the host allowed `unsafe` (the workspace denies it):
 // opening libraries and reading their root modules is where the host trusts
@@ -25,11 +33,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use abi_stable::library::{LibraryError, lib_header_from_path};
+use abi_stable::library::{LibHeader, LibraryError, RawLibrary, lib_header_from_raw_library};
 use abi_stable::std_types::{RResult, RString};
 use host_api::{
-    FfiFuture, FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox, HostError,
-    PluginManifest, PluginModRef, legacy::v0_1_0,
+    ChangeAck, EnvChangeNotice, FfiFuture, FfiRequest, FfiResponse, FfiSharedResponse,
+    HostContextBox, HostError, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest,
+    PluginModRef, PluginServicesBox,
+    legacy::{v0_1_0, v0_1_1},
 };
 use object::{Object, ObjectKind, ObjectSegment, read::ReadCache};
 
@@ -87,6 +97,25 @@ pub enum LoadError {
         /// What is wrong.
         reason: String,
     },
+    /// The library carries no layout information (exported with
+    /// `unsafe_no_layout_constant`), so its interface cannot be checked.
+    #[error(
+        "the library (host-api {plugin_version}) was exported without layout information (`unsafe_no_layout_constant`): its interface cannot be checked, so it is not loaded"
+    )]
+    NoLayout {
+        /// The `host-api` version the library declares.
+        plugin_version: String,
+    },
+    /// An entry point (or opening the library) ran past the plugin timeout.
+    #[error("plugin `{plugin}`: `{entry}` did not finish within {seconds} s (--plugin-timeout)")]
+    TimedOut {
+        /// The plugin id, or the file name before the manifest is known.
+        plugin: String,
+        /// What ran too long, e.g. `init`.
+        entry: &'static str,
+        /// The timeout, in seconds.
+        seconds: f64,
+    },
 }
 
 /// A plugin's root module, of the current interface or of an older,
@@ -95,6 +124,9 @@ pub enum LoadError {
 pub enum PluginModule {
     /// Built against this host's `host-api`.
     Current(PluginModRef),
+    /// Built against `host-api` 0.1.1 (no parsed requests, scoped
+    /// services, manifest extension or change notices).
+    V0_1_1(v0_1_1::PluginModRef),
     /// Built against `host-api` 0.1.0 (no `shutdown`).
     V0_1_0(v0_1_0::PluginModRef),
 }
@@ -104,6 +136,7 @@ impl PluginModule {
     pub fn manifest(&self) -> extern "C" fn() -> RResult<PluginManifest, HostError> {
         match self {
             Self::Current(m) => m.manifest(),
+            Self::V0_1_1(m) => m.manifest(),
             Self::V0_1_0(m) => m.manifest(),
         }
     }
@@ -112,6 +145,7 @@ impl PluginModule {
     pub fn openapi_json(&self) -> extern "C" fn() -> RResult<RString, HostError> {
         match self {
             Self::Current(m) => m.openapi_json(),
+            Self::V0_1_1(m) => m.openapi_json(),
             Self::V0_1_0(m) => m.openapi_json(),
         }
     }
@@ -120,6 +154,7 @@ impl PluginModule {
     pub fn init(&self) -> extern "C" fn(HostContextBox) -> RResult<(), HostError> {
         match self {
             Self::Current(m) => m.init(),
+            Self::V0_1_1(m) => m.init(),
             Self::V0_1_0(m) => m.init(),
         }
     }
@@ -128,6 +163,7 @@ impl PluginModule {
     pub fn handle(&self) -> extern "C" fn(FfiRequest) -> FfiFuture<FfiResponse> {
         match self {
             Self::Current(m) => m.handle(),
+            Self::V0_1_1(m) => m.handle(),
             Self::V0_1_0(m) => m.handle(),
         }
     }
@@ -138,6 +174,7 @@ impl PluginModule {
     ) -> Option<extern "C" fn(FfiRequest) -> FfiFuture<FfiSharedResponse>> {
         match self {
             Self::Current(m) => m.handle_shared(),
+            Self::V0_1_1(m) => m.handle_shared(),
             Self::V0_1_0(_) => None,
         }
     }
@@ -146,7 +183,44 @@ impl PluginModule {
     pub fn shutdown(&self) -> Option<extern "C" fn()> {
         match self {
             Self::Current(m) => m.shutdown(),
+            Self::V0_1_1(m) => m.shutdown(),
             Self::V0_1_0(_) => None,
+        }
+    }
+
+    /// The `manifest_ext` entry point, when the plugin has one (since 0.1.2).
+    pub fn manifest_ext(&self) -> Option<extern "C" fn() -> RResult<ManifestExt, HostError>> {
+        match self {
+            Self::Current(m) => m.manifest_ext(),
+            Self::V0_1_1(_) | Self::V0_1_0(_) => None,
+        }
+    }
+
+    /// The `init_services` entry point, when the plugin has one (since 0.1.2).
+    pub fn init_services(
+        &self,
+    ) -> Option<extern "C" fn(PluginServicesBox) -> RResult<(), HostError>> {
+        match self {
+            Self::Current(m) => m.init_services(),
+            Self::V0_1_1(_) | Self::V0_1_0(_) => None,
+        }
+    }
+
+    /// The `handle_parsed` entry point, when the plugin has one (since 0.1.2).
+    pub fn handle_parsed(
+        &self,
+    ) -> Option<extern "C" fn(ParsedRequest) -> FfiFuture<ParsedResponse>> {
+        match self {
+            Self::Current(m) => m.handle_parsed(),
+            Self::V0_1_1(_) | Self::V0_1_0(_) => None,
+        }
+    }
+
+    /// The `on_env_change` entry point, when the plugin has one (since 0.1.2).
+    pub fn on_env_change(&self) -> Option<extern "C" fn(EnvChangeNotice) -> FfiFuture<ChangeAck>> {
+        match self {
+            Self::Current(m) => m.on_env_change(),
+            Self::V0_1_1(_) | Self::V0_1_0(_) => None,
         }
     }
 }
@@ -163,6 +237,9 @@ pub struct LoadedPlugin {
     pub openapi: serde_json::Value,
     /// The `host-api` version it was built against.
     pub interface_version: String,
+    /// What it declares beyond its manifest; `None` for a plugin built
+    /// before host-api 0.1.2, which cannot declare anything more.
+    pub manifest_ext: Option<ManifestExt>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -218,22 +295,37 @@ pub(crate) fn inspect_file(path: &Path) -> Result<(), LoadError> {
 }
 
 /// Loads and checks one plugin library: file inspection, `abi_stable`'s
-/// layout check, then the manifest and OpenAPI document.
+/// layout check, then the manifest and OpenAPI document. The library stays
+/// open whatever the outcome.
 pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
-    inspect_file(path)?;
-    let header = lib_header_from_path(path).map_err(|e| classify(e, None))?;
+    load_plugin_from(path, path)
+}
+
+/// [`load_plugin`] for the library at `load_path` (a private copy), known
+/// in reports and logs as `origin` (the file of the plugin folder).
+pub(crate) fn load_plugin_from(load_path: &Path, origin: &Path) -> Result<LoadedPlugin, LoadError> {
+    inspect_file(load_path)?;
+    let header = open_library(load_path)?;
     let plugin_version = header.version_strings().version.to_string();
+    // Without its layout, `init_root_module` would trust the cast blindly.
+    if header.layout().is_none() {
+        return Err(LoadError::NoLayout { plugin_version });
+    }
     let module = match header.init_root_module::<PluginModRef>() {
         Ok(module) => PluginModule::Current(module),
         // An older plugin has fewer root-module fields than this host
         // expects, which abi_stable refuses; try the frozen older layouts.
+        Err(LibraryError::AbiInstability(_)) if plugin_version.starts_with("0.1.1") => header
+            .init_root_module::<v0_1_1::PluginModRef>()
+            .map(PluginModule::V0_1_1)
+            .map_err(|e| classify(e, Some(&plugin_version)))?,
         Err(LibraryError::AbiInstability(_)) if plugin_version.starts_with("0.1.0") => header
             .init_root_module::<v0_1_0::PluginModRef>()
             .map(PluginModule::V0_1_0)
             .map_err(|e| classify(e, Some(&plugin_version)))?,
         Err(e) => return Err(classify(e, Some(&plugin_version))),
     };
-    let file_label = path
+    let file_label = origin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -264,24 +356,62 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
             reason: "its OpenAPI document is not a JSON object".into(),
         });
     }
+    let manifest_ext = match module.manifest_ext() {
+        Some(entry) => {
+            Some(
+                entry()
+                    .into_result()
+                    .map_err(|error: HostError| LoadError::Entry {
+                        plugin: id.clone(),
+                        entry: "manifest_ext",
+                        error: error.to_string(),
+                    })?,
+            )
+        }
+        None => None,
+    };
     Ok(LoadedPlugin {
-        path: path.to_owned(),
+        path: origin.to_owned(),
         module,
         manifest,
         openapi,
         interface_version: plugin_version,
+        manifest_ext,
     })
 }
 
-/// Calls the plugin's `init` with the services the host lends it.
-pub(crate) fn init_plugin(plugin: &LoadedPlugin, host: HostContextBox) -> Result<(), LoadError> {
-    plugin.module.init()(host)
-        .into_result()
-        .map_err(|error: HostError| LoadError::Entry {
-            plugin: plugin.manifest.id.to_string(),
-            entry: "init",
-            error: error.to_string(),
-        })
+/// Opens the library at `path` and reads its `abi_stable` header. The
+/// library is never closed, also when this fails after opening it.
+fn open_library(path: &Path) -> Result<&'static LibHeader, LoadError> {
+    let raw = RawLibrary::load_at(path).map_err(|e| classify(e, None))?;
+    // Never unloaded (see the module notes): the handle is leaked, and with
+    // it the library's mapping, for the life of the process.
+    let raw: &'static RawLibrary = Box::leak(Box::new(raw));
+    // SAFETY: the header's `'static` references point into the library,
+    // which is leaked above and so is never unloaded; the symbol's type is
+    // the one `abi_stable` exports under that name (its header is checked
+    // for compatibility before it is upgraded to a `LibHeader`).
+    unsafe { lib_header_from_raw_library(raw) }.map_err(|e| classify(e, None))
+}
+
+/// Ends this process at once with `code`, without running `atexit`
+/// handlers or the destructors of the libraries it opened. The probe child
+/// ends this way: it has opened a library it does not trust yet, whose
+/// destructor may crash and would then hide the report already printed.
+/// Standard output and error are flushed first.
+pub(crate) fn exit_now(code: i32) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process without returning; nothing of this
+    // process runs afterwards, so no Rust state can be observed half-done,
+    // and the output that matters was flushed above.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
 }
 
 fn validate_manifest(m: &PluginManifest) -> Result<(), LoadError> {

@@ -4,9 +4,18 @@
 //! list, install).
 
 pub(crate) mod bridge;
+pub(crate) mod deadline;
+pub(crate) mod folder;
 pub(crate) mod install;
 pub(crate) mod listing;
 pub(crate) mod loader;
 pub(crate) mod mount;
+pub(crate) mod parsed;
+pub(crate) mod private_copy;
 pub(crate) mod probe;
+pub(crate) mod probe_cache;
+pub(crate) mod runtime;
+pub(crate) mod scope;
+pub(crate) mod scoped;
 pub(crate) mod services;
+pub(crate) mod startup;

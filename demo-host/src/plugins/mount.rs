@@ -1,20 +1,26 @@
-//! Mounting one plugin file into a host being assembled: load it, check its
-//! routes and OpenAPI document against what is already served, register it
-//! and run its `init`. Any failure leaves the host as it was.
+//! Mounting one loaded plugin into a host being assembled: check its routes
+//! and OpenAPI document against what is already served, register it and run
+//! its `init` (on a thread of its own, within the plugin timeout). Any
+//! failure leaves the host as it was, and withdraws the services the plugin
+//! was lent.
 
-use std::{collections::BTreeMap, path::Path, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use crate::{
-    env::runtime::RuntimeEnv,
+    env::{fingerprint::Fingerprinter, runtime::RuntimeEnv},
     http::{
         HOST_ROUTES,
         openapi::{self, MergeError},
     },
     plugins::{
-        loader::{self, LoadError, LoadedPlugin},
+        deadline::{Overrun, run_within},
+        loader::{LoadError, LoadedPlugin},
+        scope::{self, Scope},
+        scoped::ScopedServices,
         services::HostServices,
     },
     registry::{DuplicateId, Registry},
+    store::audit::AuditLog,
 };
 
 /// Why a plugin file was not mounted. The message names the plugin (or the
@@ -60,15 +66,16 @@ pub(crate) struct Served<'a> {
     pub(crate) openapi: &'a mut serde_json::Value,
 }
 
-/// Loads, checks, registers and initialises one plugin file.
+/// Checks, registers and initialises one loaded plugin; its `init` may take
+/// at most `init_timeout`.
 pub(crate) fn mount(
-    path: &Path,
+    plugin: LoadedPlugin,
     registry: &Arc<Registry>,
     env: &Arc<RuntimeEnv>,
     enabled: &BTreeMap<String, bool>,
     served: Served<'_>,
+    init_timeout: Duration,
 ) -> Result<LoadedPlugin, MountError> {
-    let plugin = loader::load_plugin(path)?;
     let id = plugin.manifest.id.to_string();
     for prefix in &plugin.manifest.routes {
         let clash = HOST_ROUTES.iter().any(|h| overlaps(h, prefix))
@@ -91,8 +98,61 @@ pub(crate) fn mount(
             plugin: id.clone(),
             source,
         })?;
-    let services = HostServices::new(Arc::clone(registry), Arc::clone(env), &id);
-    if let Err(e) = loader::init_plugin(&plugin, services.into_box()) {
+    // Each plugin sees only what it declares, unless it is granted
+    // `manage_secrets` (`plugins::scope`).
+    let manage_secrets = scope::grants_manage_secrets(
+        &id,
+        plugin
+            .manifest_ext
+            .as_ref()
+            .map(|ext| ext.asks_for(host_api::MANAGE_SECRETS)),
+        registry.manage_secrets_grants(),
+    );
+    let scope = Arc::new(Scope::new(
+        &plugin.manifest,
+        manage_secrets,
+        Arc::clone(registry),
+    ));
+    let services =
+        HostServices::new(Arc::clone(registry), Arc::clone(env), &id).scoped(Arc::clone(&scope));
+    let withdrawal = services.withdrawal();
+    let scoped = ScopedServices::new(
+        services.clone(),
+        scope,
+        Arc::clone(env),
+        AuditLog::shared_for(env.config_path()),
+        Fingerprinter::process(),
+    );
+    let init = plugin.module.init();
+    let init_services = plugin.module.init_services();
+    let outcome = run_within("init", init_timeout, move || {
+        // The scoped services first (since host-api 0.1.2), right before
+        // `init`, within the same deadline.
+        if let Some(init_services) = init_services {
+            init_services(scoped.into_box()).into_result()?;
+        }
+        init(services.into_box()).into_result()
+    });
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(LoadError::Entry {
+            plugin: id.clone(),
+            entry: "init",
+            error: error.to_string(),
+        }),
+        Err(Overrun::TimedOut) => Some(LoadError::TimedOut {
+            plugin: id.clone(),
+            entry: "init",
+            seconds: init_timeout.as_secs_f64(),
+        }),
+        Err(other) => Some(LoadError::Entry {
+            plugin: id.clone(),
+            entry: "init",
+            error: other.to_string(),
+        }),
+    };
+    if let Some(e) = failure {
+        withdrawal.withdraw();
         registry.remove_loaded(&id);
         return Err(e.into());
     }

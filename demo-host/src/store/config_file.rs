@@ -13,6 +13,21 @@
 //! runtime still used them, so such a write fails until the file is restored
 //! or the host restarted.
 //!
+//! The file and its folder must pass the host's StrictModes rules
+//! (`file_safety`: not writable by group or others, owned by the host's user
+//! or root, links only of those users, a regular file), checked at every
+//! read, i.e. at start-up and before every write; reads are bounded
+//! ([`MAX_CONFIG_BYTES`]) and never block on a FIFO.
+//!
+//! Values written to `[env]` are stored encrypted unless the file says
+//! `[security] encrypt_env = false` (`sealed`, with the key of
+//! `secrets_key`); a string in `[env]` is always plaintext, and values of
+//! either form are read back as they are stored ([`ConfigSnapshot::env`],
+//! [`ConfigSnapshot::sealed`]): opening encrypted ones is the runtime
+//! environment's job, once at start-up. Every read-modify-write also holds
+//! the write lock beside the file (`lock`), which `demo-host` commands
+//! writing the config take too.
+//!
 //! Debug builds can inject disk faults into its writes
 //! (`fault_injection`, `DEMO_HOST_FAULT_FILE`).
 
@@ -31,10 +46,18 @@ use toml_edit::{DocumentMut, Item, Table, Value};
 use super::atomic::{self, IfExists};
 #[cfg(debug_assertions)]
 use super::fault_injection;
+use super::file_safety::{self, CheckError, FilePolicy, UnsafeFile};
+use super::lock::{self, WriteLock};
+use super::sealed::{self, SealError, Stored};
+use super::secrets_key::{KeyError, Keyring};
 use super::toml_doc::{basic_string, child_table, error_position, set_value_keep_decor};
 
 /// Mode of the config file: it holds secrets, so only the owner may read it.
 const FILE_MODE: u32 = 0o600;
+
+/// The largest config file read: far above any real one (values are at
+/// most 64 KiB by default), far below what would exhaust memory.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Content of the starter file written by [`ConfigStore::create_default_if_missing`].
 /// `[env]` comes last and nothing follows it, so keys and tables the host
@@ -76,6 +99,10 @@ pub struct ConfigStore {
     write_lock: Mutex<()>,
     /// The file has been seen on disk (read or written) by this store.
     existed: AtomicBool,
+    /// How strictly the file and its folder are checked.
+    policy: FilePolicy,
+    /// The secrets key values are encrypted with (none: plaintext).
+    keyring: Option<std::sync::Arc<Keyring>>,
     /// Debug builds: the file that switches injected write faults on.
     #[cfg(debug_assertions)]
     fault_file: Option<PathBuf>,
@@ -120,6 +147,15 @@ pub enum ConfigError {
         /// The config file path.
         path: PathBuf,
     },
+    /// The file, its folder or a link to it is not safe to trust (StrictModes).
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
+    /// The secrets key needed to encrypt a value cannot be used.
+    #[error(transparent)]
+    SecretsKey(#[from] KeyError),
+    /// A value could not be encrypted.
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// Valid TOML of the wrong shape, e.g. `env = 3` or `enabled = "yes"`.
     #[error("config file {path}: {message}")]
     Shape {
@@ -155,6 +191,15 @@ impl ConfigError {
             Self::Vanished { .. } => "the config file was removed while the host was running; \
                  nothing was written (restore the file or restart the host)"
                 .to_owned(),
+            Self::Unsafe(unsafe_file) => format!(
+                "the config file is not safe to use: {}; nothing was written",
+                unsafe_file.problem()
+            ),
+            Self::SecretsKey(err) => format!(
+                "cannot encrypt the value: {}; nothing was written",
+                err.client_message()
+            ),
+            Self::Seal(err) => format!("{err}; nothing was written"),
             Self::Shape { message, .. } => format!("the config file is malformed: {message}"),
         }
     }
@@ -163,10 +208,20 @@ impl ConfigError {
 /// What the host reads from the config file.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConfigSnapshot {
-    /// `[env]` string values, by variable name.
+    /// `[env]` plaintext values (TOML strings), by variable name.
     pub env: BTreeMap<String, String>,
+    /// `[env]` encrypted values (`{ age = "…" }`), by variable name: the
+    /// ciphertext, still sealed.
+    pub sealed: BTreeMap<String, String>,
+    /// `[security].encrypt_env`, when the file sets it (`false` opts out
+    /// of encrypting `[env]` values).
+    pub encrypt_env: Option<bool>,
     /// `[plugins.entries."<id>"].enabled`, for the entries that set it.
     pub plugin_enabled: BTreeMap<String, bool>,
+    /// `[plugins.entries."<id>"].manage_secrets`, for the entries that set
+    /// it: whether the host grants that plugin the capability to list and
+    /// change every secret (when its manifest asks for it).
+    pub plugin_manage_secrets: BTreeMap<String, bool>,
     /// `[security].blocked_env_keys`, in file order (empty if absent).
     pub blocked_env_keys: Vec<String>,
 }
@@ -177,7 +232,10 @@ impl fmt::Debug for ConfigSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConfigSnapshot")
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
+            .field("sealed_keys", &self.sealed.keys().collect::<Vec<_>>())
+            .field("encrypt_env", &self.encrypt_env)
             .field("plugin_enabled", &self.plugin_enabled)
+            .field("plugin_manage_secrets", &self.plugin_manage_secrets)
             .field("blocked_env_keys", &self.blocked_env_keys)
             .finish()
     }
@@ -190,9 +248,30 @@ impl ConfigStore {
             path: path.into(),
             write_lock: Mutex::new(()),
             existed: AtomicBool::new(false),
+            policy: FilePolicy::strict(),
+            keyring: None,
             #[cfg(debug_assertions)]
             fault_file: fault_injection::fault_file_from_env(),
         }
+    }
+
+    /// The same store encrypting the `[env]` values it writes with the key
+    /// of `keyring` (unless the file opts out).
+    pub fn with_keyring(mut self, keyring: std::sync::Arc<Keyring>) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// The keyring values are encrypted with, if any.
+    pub(crate) fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_deref()
+    }
+
+    /// The same store under another file policy (the `--no-strict-modes`
+    /// escape hatch is [`FilePolicy::permissive`]).
+    pub fn with_policy(mut self, policy: FilePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// The config file path.
@@ -219,29 +298,49 @@ impl ConfigStore {
     ///
     /// Existing keys keep their place and trailing comment; new keys are
     /// appended to `[env]`, which is created only if something is set.
+    /// With a keyring, and unless the file says `[security] encrypt_env =
+    /// false`, each value set is stored encrypted (`{ age = "…" }`, the
+    /// key created on first use); other keys keep their bytes.
     pub fn apply_env(&self, changes: &[EnvChange]) -> Result<ConfigSnapshot, ConfigError> {
-        self.update(|doc| {
+        self.try_update(|doc| {
+            let recipient = match &self.keyring {
+                Some(keyring)
+                    if sealed::encrypts(doc) && changes.iter().any(|c| c.value().is_some()) =>
+                {
+                    Some(keyring.load_or_create()?.recipient())
+                }
+                _ => None,
+            };
             let root = doc.as_table_mut();
             if !root.contains_key("env") {
                 if changes.iter().all(|change| change.value().is_none()) {
                     // Removing keys from a missing table: nothing to do, and no
                     // reason to add an empty `[env]` header.
-                    return;
+                    return Ok(());
                 }
                 root.insert("env", Item::Table(Table::new()));
             }
             // A non-table `env` is left alone: the shape check then reports it.
             let Some(env) = root.get_mut("env").and_then(Item::as_table_like_mut) else {
-                return;
+                return Ok(());
             };
             for change in changes {
                 match change.value() {
-                    Some(value) => set_value_keep_decor(env, change.key(), basic_string(value)),
+                    Some(value) => {
+                        let stored = match &recipient {
+                            Some(to) => {
+                                sealed::sealed_value(&sealed::seal(to, change.key(), value)?)
+                            }
+                            None => basic_string(value),
+                        };
+                        set_value_keep_decor(env, change.key(), stored);
+                    }
                     None => {
                         env.remove(change.key());
                     }
                 }
             }
+            Ok(())
         })
     }
 
@@ -280,7 +379,8 @@ impl ConfigStore {
 
     /// The general read-modify-write behind every write.
     ///
-    /// Under the writer lock: re-reads the file (so hand edits made since the
+    /// Under the writer lock (this process's mutex, and the write lock file
+    /// beside the config that other processes take too): re-reads the file (so hand edits made since the
     /// last write are kept; a missing file is an empty document), parses it
     /// (if invalid, returns the `Parse` error and leaves the file alone), calls
     /// `edit`, checks the result still parses and has the right shape, then
@@ -289,6 +389,35 @@ impl ConfigStore {
     pub fn update(
         &self,
         edit: impl FnOnce(&mut DocumentMut),
+    ) -> Result<ConfigSnapshot, ConfigError> {
+        self.try_update(|doc| {
+            edit(doc);
+            Ok(())
+        })
+    }
+
+    /// [`ConfigStore::update`] with an edit that may fail: its error is
+    /// returned and nothing is written.
+    pub(crate) fn try_update(
+        &self,
+        edit: impl FnOnce(&mut DocumentMut) -> Result<(), ConfigError>,
+    ) -> Result<ConfigSnapshot, ConfigError> {
+        let held = self.lock_writes()?;
+        self.update_locked(&held, edit)
+    }
+
+    /// Takes the write lock beside the config (other processes' writers
+    /// wait for it), for a command that must hold it across several steps.
+    pub(crate) fn lock_writes(&self) -> Result<WriteLock, ConfigError> {
+        lock::lock_writes(&self.path).map_err(|err| self.io("lock", err))
+    }
+
+    /// [`ConfigStore::try_update`] for a caller already holding the write
+    /// lock.
+    pub(crate) fn update_locked(
+        &self,
+        _held: &WriteLock,
+        edit: impl FnOnce(&mut DocumentMut) -> Result<(), ConfigError>,
     ) -> Result<ConfigSnapshot, ConfigError> {
         // The guarded state is `()`, so a panic in another writer leaves
         // nothing inconsistent behind: ignore poisoning.
@@ -306,7 +435,7 @@ impl ConfigStore {
             });
         }
         let mut doc = self.parse(original.as_deref().unwrap_or(""))?;
-        edit(&mut doc);
+        edit(&mut doc)?;
         let text = doc.to_string();
         // Validate what will actually be on disk, not the in-memory tree, so
         // the host can always load what it wrote.
@@ -342,6 +471,15 @@ impl ConfigStore {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(self.io("inspect", err)),
         }
+        // A folder others can write is refused before anything lands in it.
+        match file_safety::check_folder(folder_of(&self.path), self.policy) {
+            Ok(()) => {}
+            Err(CheckError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(CheckError::Io { source, .. }) => {
+                return Err(self.io("inspect the folder of", source));
+            }
+            Err(CheckError::Unsafe(e)) => return Err(e.into()),
+        }
         // No-clobber rename: another process may create the file meanwhile,
         // and its content must win over our template.
         match self.write_atomic(DEFAULT_CONFIG.as_bytes(), IfExists::Fail) {
@@ -358,9 +496,18 @@ impl ConfigStore {
         }
     }
 
-    /// Reads the file as UTF-8; `None` if it does not exist.
+    /// Checks the file (StrictModes) and reads it, bounded, as UTF-8;
+    /// `None` if it (or its folder) does not exist.
     fn read_text(&self) -> Result<Option<String>, ConfigError> {
-        let bytes = match fs::read(&self.path) {
+        let target = match file_safety::check_file(&self.path, self.policy) {
+            Ok(target) => target,
+            Err(CheckError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(CheckError::Io { source, .. }) => return Err(self.io("inspect", source)),
+            Err(CheckError::Unsafe(e)) => return Err(e.into()),
+        };
+        let bytes = match file_safety::read_bounded(&target, MAX_CONFIG_BYTES) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(self.io("read", err)),
@@ -403,13 +550,21 @@ impl ConfigStore {
                 self.shape(format!("`env` must be a table, found {}", env.type_name()))
             })?;
             for (key, item) in env.iter() {
-                let value = item.as_str().ok_or_else(|| {
-                    self.shape(format!(
-                        "[env] key {key:?} must be a string, found {}",
-                        item.type_name()
-                    ))
-                })?;
-                snapshot.env.insert(key.to_owned(), value.to_owned());
+                match sealed::read_item(item) {
+                    Some(Stored::Plain(value)) => {
+                        snapshot.env.insert(key.to_owned(), value.to_owned());
+                    }
+                    Some(Stored::Sealed(text)) => {
+                        snapshot.sealed.insert(key.to_owned(), text.to_owned());
+                    }
+                    None => {
+                        return Err(self.shape(format!(
+                            "[env] key {key:?} must be a string or an encrypted value \
+                             {{ age = \"...\" }}, found {}",
+                            item.type_name()
+                        )));
+                    }
+                }
             }
         }
 
@@ -443,6 +598,15 @@ impl ConfigStore {
                         })?;
                         snapshot.plugin_enabled.insert(id.to_owned(), enabled);
                     }
+                    if let Some(grant) = entry.get("manage_secrets") {
+                        let grant = grant.as_bool().ok_or_else(|| {
+                            self.shape(format!(
+                                "`manage_secrets` of plugin entry {id:?} must be a boolean, found {}",
+                                grant.type_name()
+                            ))
+                        })?;
+                        snapshot.plugin_manage_secrets.insert(id.to_owned(), grant);
+                    }
                 }
             }
         }
@@ -463,6 +627,15 @@ impl ConfigStore {
                     let key = key.as_str().ok_or_else(not_strings)?;
                     snapshot.blocked_env_keys.push(key.to_owned());
                 }
+            }
+            if let Some(encrypt) = security.get("encrypt_env") {
+                let encrypt = encrypt.as_bool().ok_or_else(|| {
+                    self.shape(format!(
+                        "`security.encrypt_env` must be a boolean, found {}",
+                        encrypt.type_name()
+                    ))
+                })?;
+                snapshot.encrypt_env = Some(encrypt);
             }
         }
 
@@ -550,6 +723,14 @@ impl ConfigStore {
             path: self.path.clone(),
             message,
         }
+    }
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     }
 }
 

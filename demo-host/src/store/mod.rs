@@ -6,10 +6,21 @@
 //!   and how it fails (`ConfigError`);
 //! - `toml_doc`: the `toml_edit` helpers it edits with (keep decor, basic
 //!   strings, child tables, error positions);
+//! - `file_safety`: StrictModes for the config file, its folder, the plugin
+//!   folder and its libraries (owner, mode, links, file type) and bounded
+//!   reads that never block on a FIFO;
 //! - `atomic`: the host's one atomic file replace (temp file in the
 //!   destination folder, fsync, mode, rename, fsync of the folder) and the
 //!   cleanup of temp files interrupted writes left, shared with the plugin
 //!   installer;
+//! - `sealed`: the at-rest form of an `[env]` value (a string is
+//!   plaintext, `{ age = "…" }` is encrypted with the key's name bound in);
+//! - `secrets_key`: the secrets key kept apart from the config (where it
+//!   lives, created on first use, read, checked);
+//! - `lock`: the advisory locks beside the config, shared by the host and
+//!   every command that writes it;
+//! - `audit`: the audit log (`audit.jsonl` beside the config file) that
+//!   plugins append to and query through their services;
 //! - `fault_injection` (debug builds only): the `DEMO_HOST_FAULT_FILE` seam
 //!   the disk-fault tests use.
 //!
@@ -18,7 +29,12 @@
 //! of its own.
 
 pub(crate) mod atomic;
+pub(crate) mod audit;
 pub(crate) mod config_file;
 #[cfg(debug_assertions)]
 mod fault_injection;
-mod toml_doc;
+pub(crate) mod file_safety;
+pub(crate) mod lock;
+pub(crate) mod sealed;
+pub(crate) mod secrets_key;
+pub(crate) mod toml_doc;

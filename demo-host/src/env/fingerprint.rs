@@ -1,0 +1,147 @@
+//! Fingerprints of secret values and API tokens: `"hmac-sha256:"` and the
+//! first 16 hex digits of an HMAC-SHA256 under a key no client sees.
+//!
+//! Equal values have equal fingerprints (a client can tell whether two
+//! hosts hold the same key, or whether a key changed), and a fingerprint
+//! reveals nothing of the value: without the HMAC key nobody can test a
+//! guess against it. The key is random per process for now; a key shared
+//! between one owner's hosts belongs in the config or the secret store.
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+/// The prefix of every fingerprint.
+pub(crate) const PREFIX: &str = "hmac-sha256:";
+
+/// Makes fingerprints under one key.
+#[derive(Clone)]
+pub(crate) struct Fingerprinter {
+    /// `None`: no key could be made, and no fingerprint is given.
+    key: Option<[u8; 32]>,
+}
+
+// The key is a secret: never printed.
+impl std::fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fingerprinter").finish_non_exhaustive()
+    }
+}
+
+impl Fingerprinter {
+    /// Fingerprints under a fresh random key; `None` when the system has no
+    /// randomness to give.
+    pub(crate) fn random() -> Option<Self> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).ok()?;
+        Some(Self { key: Some(key) })
+    }
+
+    /// The fingerprints of this process, under a key made at first use
+    /// (random; without randomness there is no key and every fingerprint
+    /// is empty, which the log says).
+    pub(crate) fn process() -> std::sync::Arc<Self> {
+        static PROCESS: std::sync::OnceLock<std::sync::Arc<Fingerprinter>> =
+            std::sync::OnceLock::new();
+        std::sync::Arc::clone(PROCESS.get_or_init(|| {
+            std::sync::Arc::new(Self::random().unwrap_or_else(|| {
+                tracing::error!("no randomness for the fingerprint key; no fingerprints");
+                Self { key: None }
+            }))
+        }))
+    }
+
+    /// Fingerprints under `key` (tests, and hosts that share a key).
+    #[cfg(test)]
+    pub(crate) fn with_key(key: [u8; 32]) -> Self {
+        Self { key: Some(key) }
+    }
+
+    /// The fingerprint of `value`.
+    pub(crate) fn of(&self, value: &str) -> String {
+        // HMAC takes a key of any length: `new_from_slice` cannot fail.
+        let Some(key) = &self.key else {
+            return String::new();
+        };
+        let digest = match Hmac::<Sha256>::new_from_slice(key) {
+            Ok(mut mac) => {
+                mac.update(value.as_bytes());
+                mac.finalize().into_bytes()
+            }
+            Err(_) => return String::new(),
+        };
+        let mut out = String::with_capacity(PREFIX.len() + 16);
+        out.push_str(PREFIX);
+        for byte in &digest[..8] {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        out
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `t` as RFC 3339 in UTC with seconds, e.g. `2025-01-31T12:00:00Z`.
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn equal_values_equal_fingerprints_and_nothing_of_the_value() {
+        let f = Fingerprinter::with_key([7; 32]);
+        let a = f.of("sk-secret-value-1234");
+        assert_eq!(a, f.of("sk-secret-value-1234"));
+        assert_ne!(a, f.of("sk-secret-value-1235"));
+        assert!(a.starts_with(PREFIX) && a.len() == PREFIX.len() + 16, "{a}");
+        assert!(!a.contains("1234"));
+        // Another key, another fingerprint.
+        assert_ne!(
+            a,
+            Fingerprinter::with_key([8; 32]).of("sk-secret-value-1234")
+        );
+    }
+
+    #[test]
+    fn the_hmac_is_the_standard_one() {
+        // RFC 4231, test case 2 ("Jefe"), truncated to 8 bytes.
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").expect("key");
+        mac.update(b"what do ya want for nothing?");
+        let bytes = mac.finalize().into_bytes();
+        assert_eq!(bytes[..4], [0x5b, 0xdc, 0xc1, 0x46]);
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // a leap day
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,292 @@
+//! The host's implementation of [`host_api::PluginServices`] (host-api
+//! 0.1.2): one plugin's services, scoped to the keys it declares (see
+//! `plugins::scope`), with per-key records, the audit log and reads that
+//! fail loudly.
+//!
+//! It is a thin layer over the plugin's [`HostServices`] (the
+//! `HostContext` of older interfaces, scoped the same way), so both keep
+//! one behaviour: the same scope, the same withdrawal when the plugin is
+//! not mounted, the same shield against panics (a panic must never reach
+//! `abi_stable`'s shims, which would abort the process), the same
+//! any-thread futures.
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec},
+};
+use async_ffi::{FfiFuture, FutureExt as _};
+use host_api::{
+    AuditEntry, AuditQuery, ClientInfo, EnvChange, EnvSnapshot, EnvUpdate, HostContext, HostError,
+    KeyRecord, KeySource, LogLevel, MANAGE_SECRETS, PluginServices, PluginServices_TO,
+    PluginServicesBox, RegistrySnapshot,
+};
+
+use crate::{
+    env::{
+        fingerprint::{self, Fingerprinter},
+        runtime::RuntimeEnv,
+    },
+    plugins::{runtime::plugin_runtime, scope::Scope, services::HostServices},
+    store::audit::AuditLog,
+};
+
+/// One plugin's scoped services. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct ScopedServices {
+    inner: HostServices,
+    scope: Arc<Scope>,
+    env: Arc<RuntimeEnv>,
+    audit: Arc<AuditLog>,
+    fingerprints: Arc<Fingerprinter>,
+}
+
+impl ScopedServices {
+    /// The services of the plugin `inner` serves (already scoped with
+    /// `scope`).
+    pub(crate) fn new(
+        inner: HostServices,
+        scope: Arc<Scope>,
+        env: Arc<RuntimeEnv>,
+        audit: Arc<AuditLog>,
+        fingerprints: Arc<Fingerprinter>,
+    ) -> Self {
+        Self {
+            inner,
+            scope,
+            env,
+            audit,
+            fingerprints,
+        }
+    }
+
+    /// Boxes the services as the ABI-stable object plugins receive.
+    pub(crate) fn into_box(self) -> PluginServicesBox {
+        PluginServices_TO::from_value(self, TD_Opaque)
+    }
+
+    /// Runs `body`; a panic is logged and answered by `fallback`.
+    fn shielded<T>(
+        &self,
+        service: &'static str,
+        fallback: impl FnOnce() -> T,
+        body: impl FnOnce() -> T,
+    ) -> T {
+        std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+            tracing::error!(
+                plugin = self.scope.plugin_id(),
+                service,
+                "a host service failed (panicked); the plugin gets an error"
+            );
+            fallback()
+        })
+    }
+
+    /// Runs blocking `work` on the plugin runtime's blocking pool; the
+    /// future only waits for its outcome, so it may be polled anywhere.
+    fn blocking<T: Send + 'static>(
+        &self,
+        service: &'static str,
+        work: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+    ) -> FfiFuture<RResult<T, HostError>> {
+        if self.inner.is_withdrawn() {
+            return ready(Err(withdrawn()));
+        }
+        let runtime = match plugin_runtime() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, service, "no runtime for a host service");
+                return ready(Err(failed(service)));
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        runtime.spawn_blocking(move || {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+                tracing::error!(service, "a host service failed (panicked)");
+                Err(failed(service))
+            });
+            let _ = tx.send(outcome);
+        });
+        async move { rx.await.unwrap_or_else(|_| Err(failed(service))).into() }.into_ffi()
+    }
+
+    fn record(&self, var: &host_api::EnvVar) -> KeyRecord {
+        let key = var.key.as_str();
+        let provenance = self.env.provenance(key);
+        KeyRecord {
+            key: var.key.clone(),
+            source: KeySource::from(var.source),
+            encrypted: false,
+            readable: true,
+            unreadable_reason: RString::new(),
+            fingerprint: self.fingerprints.of(var.value.as_str()).into(),
+            updated_at: provenance
+                .updated_at
+                .map(fingerprint::rfc3339)
+                .unwrap_or_default()
+                .into(),
+            overridden_by_process: provenance.overridden_by_process,
+            stale: false,
+        }
+    }
+}
+
+fn ready<T: Send + 'static>(outcome: Result<T, HostError>) -> FfiFuture<RResult<T, HostError>> {
+    let outcome: RResult<T, HostError> = outcome.into();
+    async move { outcome }.into_ffi()
+}
+
+fn failed(service: &str) -> HostError {
+    HostError::new(
+        HostError::INTERNAL,
+        format!("the host failed in `{service}`; nothing was changed"),
+    )
+}
+
+fn withdrawn() -> HostError {
+    HostError::new(
+        HostError::INTERNAL,
+        "the plugin is not mounted: the host withdrew its services",
+    )
+}
+
+fn audit_failed(e: &crate::store::audit::AuditError) -> HostError {
+    // The path is for the log, not for the plugin's client.
+    tracing::error!(error = %e, "audit log");
+    HostError::new(HostError::STORAGE, "the audit log could not be used")
+}
+
+impl PluginServices for ScopedServices {
+    fn plugin_id(&self) -> RString {
+        self.scope.plugin_id().into()
+    }
+
+    fn has_capability(&self, capability: RStr<'_>) -> bool {
+        capability.as_str() == MANAGE_SECRETS && self.scope.manages_secrets()
+    }
+
+    fn registry(&self) -> RArc<RegistrySnapshot> {
+        HostContext::registry(&self.inner)
+    }
+
+    fn env(&self) -> RArc<EnvSnapshot> {
+        HostContext::env(&self.inner)
+    }
+
+    fn env_get(&self, key: RStr<'_>) -> RResult<ROption<RString>, HostError> {
+        self.shielded(
+            "env_get",
+            || RResult::RErr(failed("env_get")),
+            || {
+                let key = key.as_str();
+                if !self.scope.allows(key) {
+                    tracing::warn!(
+                        plugin = self.scope.plugin_id(),
+                        key = %crate::text::escape_controls(key),
+                        "refused a plugin's read of a key it does not declare"
+                    );
+                    return RResult::RErr(
+                        HostError::new(
+                            HostError::UNDECLARED_KEY,
+                            format!(
+                                "plugin `{}` does not declare this key, so it may not read it",
+                                self.scope.plugin_id()
+                            ),
+                        )
+                        .with_detail(key, "not declared by this plugin"),
+                    );
+                }
+                let env = HostContext::env(&self.inner);
+                RResult::ROk(env.get(key).map(|v| v.value.clone()).into())
+            },
+        )
+    }
+
+    fn key_records_v1(&self) -> RVec<KeyRecord> {
+        self.shielded("key_records_v1", RVec::new, || {
+            let env = HostContext::env(&self.inner);
+            let registry = HostContext::registry(&self.inner);
+            let declared = |key: &str| {
+                if self.scope.manages_secrets() {
+                    registry
+                        .plugins
+                        .iter()
+                        .any(|p| p.parameters.iter().any(|q| q.key.as_str() == key))
+                } else {
+                    self.scope.declares(key)
+                }
+            };
+            env.vars
+                .iter()
+                .filter(|v| declared(v.key.as_str()))
+                .map(|v| self.record(v))
+                .collect()
+        })
+    }
+
+    fn check_env_key(&self, key: RStr<'_>) -> ROption<RString> {
+        HostContext::check_env_key(&self.inner, key)
+    }
+
+    fn update_env(
+        &self,
+        changes: RVec<EnvChange>,
+        expected_version: ROption<u64>,
+        client: ClientInfo,
+    ) -> FfiFuture<RResult<EnvUpdate, HostError>> {
+        self.shielded(
+            "update_env",
+            || ready(Err(failed("update_env"))),
+            || {
+                tracing::info!(
+                    plugin = self.scope.plugin_id(),
+                    peer = %client.peer,
+                    auth = client.auth.name(),
+                    keys = changes.len(),
+                    "environment update requested"
+                );
+                HostContext::update_env(&self.inner, changes, expected_version)
+            },
+        )
+    }
+
+    fn audit_append(&self, entry: AuditEntry) -> FfiFuture<RResult<(), HostError>> {
+        self.shielded(
+            "audit_append",
+            || ready(Err(failed("audit_append"))),
+            || {
+                let mut entry = entry;
+                // The host knows better who is writing, and when.
+                entry.plugin = self.scope.plugin_id().into();
+                if entry.time.is_empty() {
+                    entry.time = fingerprint::rfc3339(std::time::SystemTime::now()).into();
+                }
+                let audit = Arc::clone(&self.audit);
+                self.blocking("audit_append", move || {
+                    audit.append(&entry).map_err(|e| audit_failed(&e))
+                })
+            },
+        )
+    }
+
+    fn audit_query(&self, query: AuditQuery) -> FfiFuture<RResult<RVec<AuditEntry>, HostError>> {
+        self.shielded(
+            "audit_query",
+            || ready(Err(failed("audit_query"))),
+            || {
+                let audit = Arc::clone(&self.audit);
+                self.blocking("audit_query", move || {
+                    audit
+                        .query(&query)
+                        .map(RVec::from)
+                        .map_err(|e| audit_failed(&e))
+                })
+            },
+        )
+    }
+
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        HostContext::log(&self.inner, level, message)
+    }
+}
