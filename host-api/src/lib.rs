@@ -13,6 +13,14 @@
 //! then forwards every HTTP request under the plugin's route prefixes to
 //! [`PluginMod::handle`] as an [`FfiRequest`].
 //!
+//! Since 0.1.2 the host prefers [`PluginMod::handle_parsed`], whose
+//! [`ParsedRequest`] crosses already parsed and validated (method enum,
+//! path and query, a block of checked headers, the [`ClientInfo`]), and
+//! calls [`PluginMod::init_services`] before `init` with the plugin's
+//! scoped [`PluginServicesBox`]: only the keys the plugin declares (plus
+//! non-sensitive settings), per-key [`KeyRecord`]s, the audit log. See
+//! [`request`] and [`services`].
+//!
 //! # A complete plugin
 //!
 //! A `cdylib` crate depending on `host-api` (`docs/writing-a-plugin.md`
@@ -78,8 +86,11 @@
 //! type and bump the patch version only. `abi_stable` accepts a root module
 //! with more fields than the host expects but not one with fewer, so each
 //! release that grows [`PluginMod`] keeps the previous layout in [`legacy`],
-//! which the host falls back to: 0.1.1 added `shutdown`, and plugins built
-//! against 0.1.0 still load.
+//! which the host falls back to: 0.1.1 added `shutdown` and
+//! `handle_shared`, 0.1.2 the entry points above and `on_env_change`, and
+//! plugins built against 0.1.0 and 0.1.1 still load. Released types never
+//! change: new capabilities arrive as new types and versioned service
+//! objects (`docs/writing-a-plugin.md`, "How versions evolve").
 
 #![allow(non_local_definitions)] // emitted by abi_stable_derive 0.11 on current compilers
 

@@ -4,8 +4,12 @@
 //! It owns no state of its own: the registry (which plugins declare which
 //! sensitive parameters, and whether they are enabled), the runtime
 //! environment and the durable config file all belong to the host and are
-//! reached through [`host_api::HostContext`]. The same API can be linked
-//! natively through [`endpoint`] (used by tests and benchmarks).
+//! reached through [`host_api::HostContext`], which the host lends it
+//! unscoped because it holds `manage_secrets`. Requests arrive already
+//! parsed ([`Secrets::handle_parsed`]): `GET /api/secrets` is answered
+//! straight from the caches (`fast`), everything else by the poem-openapi
+//! endpoint over the same caches. The same API can be linked natively
+//! through [`Secrets`] or [`endpoint`] (used by tests and benchmarks).
 
 #![forbid(unsafe_code)]
 

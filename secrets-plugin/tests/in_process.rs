@@ -163,3 +163,63 @@ async fn mounts_natively_in_the_host_router() {
     let resp = cli.get("/api/plugins").send().await;
     resp.assert_status_is_ok();
 }
+
+/// The fast `GET` (answered from the cache through `handle_parsed`) and the
+/// poem-openapi route answer the same status, headers and bytes, and the
+/// same `ETag`, so a `PUT` with `If-Match` from either works.
+#[tokio::test]
+async fn the_fast_get_answers_exactly_what_the_api_does() {
+    use host_api::{HttpMethod, ParsedRequest};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = Host::build(
+        HostOptions::new(dir.path().join("milady.toml")),
+        vec![("GROQ_API_KEY".into(), "gsk_0123456789abcdefghijklmn".into())],
+    )
+    .expect("host");
+    let services = HostServices::new(
+        host.registry.clone(),
+        host.env.clone(),
+        secrets_plugin::PLUGIN_ID,
+    );
+    let secrets = secrets_plugin::Secrets::new(services.into_box());
+    let fast = secrets
+        .handle_parsed(ParsedRequest::new(HttpMethod::Get, "/api/secrets", ""))
+        .await;
+    // The same GET through poem-openapi: a method name the fast path does
+    // not match, spelled as `Other`.
+    let slow = secrets
+        .handle_parsed(ParsedRequest {
+            method_name: "GET".into(),
+            ..ParsedRequest::new(HttpMethod::Other, "/api/secrets", "")
+        })
+        .await;
+    let through_poem = secrets
+        .handle_parsed(ParsedRequest::new(HttpMethod::Post, "/api/secrets", ""))
+        .await;
+    assert_eq!(through_poem.status, 405, "other methods go through poem-openapi");
+    assert_eq!((fast.status, slow.status), (200, 200));
+    assert_eq!(fast.body.as_slice(), slow.body.as_slice());
+    let headers = |r: &host_api::ParsedResponse| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(headers(&fast), headers(&slow));
+    // The same as the endpoint on its own, headers and body.
+    let cli = TestClient::new(secrets_plugin::endpoint(
+        HostServices::new(host.registry.clone(), host.env.clone(), "x").into_box(),
+    ));
+    let resp = cli.get("/api/secrets").send().await;
+    let mut names: Vec<String> = resp.0.headers().keys().map(|n| n.to_string()).collect();
+    names.sort();
+    let mut fast_names: Vec<String> = headers(&fast).into_iter().map(|(n, _)| n).collect();
+    fast_names.dedup();
+    assert_eq!(names, fast_names);
+    let bytes = resp.0.into_body().into_bytes().await.expect("body");
+    assert_eq!(&bytes[..], fast.body.as_slice());
+}
