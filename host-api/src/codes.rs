@@ -33,6 +33,11 @@ pub enum ErrorCode {
     BadHeader,
     /// The body is not valid JSON. 400.
     InvalidJson,
+    /// The JSON body repeats a key in one object (the message names it). 400.
+    DuplicateKey,
+    /// An HTTP/1.1 request without a `Host` header, or with more than one.
+    /// 400.
+    BadHost,
     /// The body is JSON but not an object. 400.
     InvalidBody,
     /// The body lacks the required `secrets` member. 400.
@@ -54,6 +59,10 @@ pub enum ErrorCode {
     ForbiddenHost,
     /// Refused for another reason. 403.
     Forbidden,
+    /// A state-changing request (`PUT`, `PATCH`, `POST`, `DELETE`) from a
+    /// browser origin that is neither the host's own nor allowed
+    /// (`MILADY_ALLOWED_ORIGINS`). 403.
+    ForbiddenOrigin,
     /// No such route. 404.
     NotFound,
     /// No plugin with this id is registered. 404.
@@ -72,12 +81,14 @@ pub enum ErrorCode {
     StorageError,
     /// A plugin panicked while handling the request. 500.
     PluginPanicked,
-    /// A plugin answered with something the host cannot send. 500.
+    /// A plugin answered with something the host cannot send. 502.
     BadPluginResponse,
     /// Anything else. 500.
     InternalError,
     /// The plugin has not been initialised by the host. 503.
     NotInitialised,
+    /// A plugin did not answer within the host's request timeout. 504.
+    PluginTimeout,
 }
 
 impl ErrorCode {
@@ -87,6 +98,8 @@ impl ErrorCode {
         Self::BadBody,
         Self::BadHeader,
         Self::InvalidJson,
+        Self::DuplicateKey,
+        Self::BadHost,
         Self::InvalidBody,
         Self::MissingSecrets,
         Self::InvalidSecretsType,
@@ -96,6 +109,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::ForbiddenHost,
         Self::Forbidden,
+        Self::ForbiddenOrigin,
         Self::NotFound,
         Self::PluginNotFound,
         Self::MethodNotAllowed,
@@ -108,6 +122,7 @@ impl ErrorCode {
         Self::BadPluginResponse,
         Self::InternalError,
         Self::NotInitialised,
+        Self::PluginTimeout,
     ];
 
     /// The code as it appears in a JSON error body.
@@ -117,6 +132,8 @@ impl ErrorCode {
             Self::BadBody => "bad_body",
             Self::BadHeader => "bad_header",
             Self::InvalidJson => "invalid_json",
+            Self::DuplicateKey => "duplicate_key",
+            Self::BadHost => "bad_host",
             Self::InvalidBody => "invalid_body",
             Self::MissingSecrets => "missing_secrets",
             Self::InvalidSecretsType => "invalid_secrets_type",
@@ -126,6 +143,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::ForbiddenHost => "forbidden_host",
             Self::Forbidden => "forbidden",
+            Self::ForbiddenOrigin => "forbidden_origin",
             Self::NotFound => "not_found",
             Self::PluginNotFound => "plugin_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -138,6 +156,7 @@ impl ErrorCode {
             Self::BadPluginResponse => "bad_plugin_response",
             Self::InternalError => "internal_error",
             Self::NotInitialised => "not_initialised",
+            Self::PluginTimeout => "plugin_timeout",
         }
     }
 
@@ -164,6 +183,7 @@ impl ErrorCode {
             412 => Self::PreconditionFailed,
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
+            504 => Self::PluginTimeout,
             s if s >= 400 && s < 500 => Self::ClientError,
             _ => Self::InternalError,
         }

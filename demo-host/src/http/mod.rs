@@ -4,7 +4,10 @@
 pub(crate) mod allow;
 pub(crate) mod api;
 pub(crate) mod auth;
+pub(crate) mod browser;
 pub(crate) mod errors;
+pub(crate) mod host_header;
+pub(crate) mod limits;
 pub(crate) mod openapi;
 
 /// Routes the host serves itself; no plugin may claim them (or anything

@@ -17,7 +17,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::loader::{self, LoadError};
+use crate::plugins::{
+    loader::{self, LoadError},
+    private_copy::PrivateCopy,
+};
 
 /// How long a probe child may take before it is killed and the file refused.
 /// Loading takes milliseconds; the margin is for a busy machine.
@@ -65,7 +68,25 @@ impl ProbeReport {
 /// Checks `path` in this process with the host's loader. Only the hidden
 /// `plugin probe` subcommand calls it: the process may not survive it.
 pub fn probe_here(path: &Path) -> ProbeReport {
-    match loader::load_plugin(path) {
+    probe_here_as(path, path)
+}
+
+/// What the hidden `plugin probe` subcommand does: checks `path` (known as
+/// `label` in messages, e.g. the folder's file name when `path` is the
+/// private copy `/proc/self/fd/0`), prints the report as one JSON line and
+/// ends the process at once, without running the destructors of the library
+/// it opened (see `loader::exit_now`).
+pub fn probe_and_exit(path: &Path, label: Option<&Path>) -> ! {
+    let report = probe_here_as(path, label.unwrap_or(path));
+    match serde_json::to_string(&report) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("cannot print the probe report: {e}"),
+    }
+    loader::exit_now(0)
+}
+
+fn probe_here_as(path: &Path, label: &Path) -> ProbeReport {
+    match loader::load_plugin_from(path, label) {
         Ok(plugin) => {
             let m = &plugin.manifest;
             ProbeReport {
@@ -87,7 +108,8 @@ pub fn probe_here(path: &Path) -> ProbeReport {
         }
         Err(error) => {
             let (interface, compatible) = match &error {
-                LoadError::Incompatible { plugin_version, .. } => {
+                LoadError::Incompatible { plugin_version, .. }
+                | LoadError::NoLayout { plugin_version } => {
                     (Some(plugin_version.clone()), Some(false))
                 }
                 // The layout check passed; the plugin's own code refused.
@@ -110,20 +132,69 @@ pub(crate) fn probe_in_child(exe: &Path, path: &Path, timeout: Duration) -> Prob
     cmd.args(["plugin", "probe"])
         .arg(path)
         // The report is the child's only output that matters.
-        .env("RUST_LOG", "off");
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null());
     run_probe(cmd, timeout)
+}
+
+/// Checks the private copy `copy` of the library `label` in a child
+/// process, which loads that very copy (see `plugins::private_copy`).
+pub(crate) fn probe_copy_in_child(
+    exe: &Path,
+    copy: &PrivateCopy,
+    label: &Path,
+    timeout: Duration,
+) -> (ProbeReport, ProbeEnd) {
+    let (path, stdin) = match copy.for_child() {
+        Ok(target) => target,
+        Err(e) => {
+            return (
+                ProbeReport::refused(format!("cannot hand the library to the probe process: {e}")),
+                ProbeEnd::NotRun,
+            );
+        }
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(["plugin", "probe", "--label"])
+        .arg(label)
+        .arg(path)
+        .env("RUST_LOG", "off");
+    cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from));
+    run_probe_ended(cmd, timeout)
+}
+
+/// How a probe child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProbeEnd {
+    /// It printed a report.
+    Reported,
+    /// It ended without a report (a crash, a signal, an exit).
+    Crashed,
+    /// It ran past the timeout and was stopped.
+    TimedOut,
+    /// It could not be started: says nothing about the library.
+    NotRun,
 }
 
 /// Runs a prepared probe command and reads its report. A child that does
 /// not print a report (it crashed, was killed by a signal, or ran past
 /// `timeout`) refuses the file, with the reason.
-pub(crate) fn run_probe(mut cmd: Command, timeout: Duration) -> ProbeReport {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub(crate) fn run_probe(cmd: Command, timeout: Duration) -> ProbeReport {
+    run_probe_ended(cmd, timeout).0
+}
+
+/// [`run_probe`], also telling how the child ended. A standard input set on
+/// `cmd` is kept (the private copy a child loads as `/proc/self/fd/0`).
+pub(crate) fn run_probe_ended(mut cmd: Command, timeout: Duration) -> (ProbeReport, ProbeEnd) {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return ProbeReport::refused(format!("cannot start the probe process: {e}")),
+        Err(e) => {
+            return (
+                ProbeReport::refused(format!("cannot start the probe process: {e}")),
+                ProbeEnd::NotRun,
+            );
+        }
     };
     // Read both pipes on their own threads so a chatty child cannot block.
     let read = |pipe: Option<Box<dyn Read + Send>>| {
@@ -154,16 +225,22 @@ pub(crate) fn run_probe(mut cmd: Command, timeout: Duration) -> ProbeReport {
             Ok(None) if started.elapsed() >= timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break Err(format!(
-                    "checking the library did not finish within {} s (the probe process was stopped)",
-                    timeout.as_secs()
+                break Err((
+                    format!(
+                        "checking the library did not finish within {} s (the probe process was stopped)",
+                        timeout.as_secs_f64()
+                    ),
+                    ProbeEnd::TimedOut,
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break Err(format!("cannot wait for the probe process: {e}"));
+                break Err((
+                    format!("cannot wait for the probe process: {e}"),
+                    ProbeEnd::NotRun,
+                ));
             }
         }
     };
@@ -171,7 +248,7 @@ pub(crate) fn run_probe(mut cmd: Command, timeout: Duration) -> ProbeReport {
     let stderr = stderr.join().unwrap_or_default();
     let status = match status {
         Ok(status) => status,
-        Err(reason) => return ProbeReport::refused(reason),
+        Err((reason, end)) => return (ProbeReport::refused(reason), end),
     };
     if status.success()
         && let Some(report) = stdout
@@ -179,7 +256,7 @@ pub(crate) fn run_probe(mut cmd: Command, timeout: Duration) -> ProbeReport {
             .rev()
             .find_map(|l| serde_json::from_str::<ProbeReport>(l.trim()).ok())
     {
-        return report;
+        return (report, ProbeEnd::Reported);
     }
     let how = describe_exit(status);
     let last = stderr
@@ -189,9 +266,12 @@ pub(crate) fn run_probe(mut cmd: Command, timeout: Duration) -> ProbeReport {
         .find(|l| !l.is_empty())
         .map(|l| format!(": {}", truncate(l, 200)))
         .unwrap_or_default();
-    ProbeReport::refused(format!(
-        "loading the library crashed the probe process ({how}){last}; the host would crash too"
-    ))
+    (
+        ProbeReport::refused(format!(
+            "loading the library crashed the probe process ({how}){last}; the host would crash too"
+        )),
+        ProbeEnd::Crashed,
+    )
 }
 
 fn truncate(line: &str, max_chars: usize) -> String {

@@ -319,7 +319,7 @@ mod tests {
             &std::collections::BTreeMap::new(),
             &[],
             Arc::clone(&config),
-            KeyPolicy::new(&Vec::<String>::new()),
+            KeyPolicy::new(Vec::<String>::new()),
         ));
         let registry = Arc::new(Registry::new(
             Vec::new(),

@@ -2,7 +2,9 @@
 //! host has no such path: when the host starts with `DEMO_HOST_FAULT_FILE`
 //! naming a file, every config write first reads that file; `disk-full`
 //! makes writing the temporary file fail with "no space left", `read-only`
-//! makes creating it fail with "read-only file system". Requests cannot reach
+//! makes creating it fail with "read-only file system", and `panic` makes the
+//! writer panic (a host bug inside a host service a plugin called). Requests
+//! cannot reach
 //! it: it is read from the process environment once, when the config store
 //! is constructed.
 
@@ -37,6 +39,7 @@ pub(crate) fn injected_fault(file: &Path, step: Step) -> io::Result<()> {
             io::ErrorKind::ReadOnlyFilesystem,
             "Read-only file system (injected fault)",
         )),
+        ("panic", Step::Write) => panic!("injected fault: the config writer panics"),
         _ => Ok(()),
     }
 }
