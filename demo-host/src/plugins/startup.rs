@@ -76,9 +76,13 @@ impl Startup<'_> {
         openapi: &mut serde_json::Value,
     ) -> (Vec<MountedPlugin>, Vec<SkippedPlugin>) {
         let timeout = self.boundary.plugin_timeout;
-        let cache = self.boundary.probe_program.as_deref().map(|program| {
-            ProbeCache::open(self.boundary.probe_cache.as_deref(), host_key(program))
-        });
+        // No cache folder: nothing to hash for.
+        let cache = match (&self.boundary.probe_program, &self.boundary.probe_cache) {
+            (Some(program), Some(folder)) => {
+                Some(ProbeCache::open(Some(folder), host_key(program)))
+            }
+            _ => None,
+        };
         let prepared = prepare_all(&files, |path| {
             prepare(
                 path,
