@@ -12,6 +12,12 @@
 //! 4. Start-up: exec of the release `demo-host` to the first 200 on
 //!    `/api/secrets`, and the plugin load time it logs.
 //! 5. Memory: resident set of that host idle and after load.
+//! 6. Hostile connections: what that host serves to well-behaved clients
+//!    while 1,000 silent or trickling connections are open, how long it
+//!    keeps them, and a new client's wait past the connection cap.
+//! 7. Start-up isolation: exec to listening with 1, 5 and 20 libraries
+//!    (one with an aborting constructor), cold (every library probed in a
+//!    child process) and warm (probe results from the cache).
 //!
 //! Run it through `scripts/bench.sh` (release build). `bench profile` runs
 //! in-process requests only, for `valgrind --tool=callgrind`.
@@ -21,10 +27,12 @@
 
 mod bridge;
 mod catalog;
+mod connections;
 mod context;
 mod growth;
 mod hosts;
 mod in_process;
+mod isolation;
 mod memory;
 mod profile;
 mod report;
@@ -108,6 +116,8 @@ enum Section {
     Growth,
     Writes,
     Startup,
+    Connections,
+    Isolation,
 }
 
 fn main() -> Result<()> {
@@ -130,6 +140,8 @@ fn run_all(args: Args) -> Result<()> {
             Section::Growth,
             Section::Writes,
             Section::Startup,
+            Section::Connections,
+            Section::Isolation,
         ]
     } else {
         ctx.args.only.clone()
@@ -159,6 +171,14 @@ fn run_all(args: Args) -> Result<()> {
             Section::Startup => (
                 "4–5. Start-up and memory (release demo-host process)",
                 startup::startup(&ctx)?,
+            ),
+            Section::Connections => (
+                "6. Hostile connections (release demo-host process, default limits)",
+                connections::connections(&ctx)?,
+            ),
+            Section::Isolation => (
+                "7. Start-up isolation (release demo-host process, cold and warm probe cache)",
+                isolation::isolation(&ctx)?,
             ),
         };
         eprintln!("{title}: {:.1} s", started.elapsed().as_secs_f64());

@@ -32,7 +32,7 @@ pub(crate) struct Started {
 
 /// Spawns the release host on a free loopback port and waits for its
 /// first 200 on `/api/secrets`.
-fn start_host(ctx: &Ctx, dir: &Path, plugins: &Path) -> Result<Started> {
+pub(crate) fn start_host(ctx: &Ctx, dir: &Path, plugins: &Path) -> Result<Started> {
     let started = Instant::now();
     let mut cmd = Command::new(&ctx.host_bin);
     cmd.arg("--bind")
@@ -80,7 +80,7 @@ fn start_host(ctx: &Ctx, dir: &Path, plugins: &Path) -> Result<Started> {
 }
 
 /// Stops the host; returns its log.
-fn stop(mut s: Started) -> Result<String> {
+pub(crate) fn stop(mut s: Started) -> Result<String> {
     // SIGTERM for a graceful stop, then wait (bounded) for the log to end.
     let _ = Command::new("kill")
         .args(["-TERM", &s.child.id().to_string()])

@@ -47,20 +47,26 @@ pub fn redact(value: &str) -> String {
 
 /// `c`, or `*` when it would not print as a visible character.
 fn printable(c: char) -> char {
-    if c.is_control() || c.is_whitespace() || is_format(c) {
-        '*'
-    } else {
-        c
-    }
+    if is_invisible(c) { '*' } else { c }
 }
 
-/// Invisible formatting characters (Unicode category Cf) that could hide or
-/// reorder what a client displays: zero-width and bidirectional controls.
+/// Whether `c` prints as nothing visible: a control, whitespace, or one of
+/// the invisible characters of [`is_format`].
+pub(crate) fn is_invisible(c: char) -> bool {
+    c.is_control() || c.is_whitespace() || is_format(c)
+}
+
+/// Invisible characters that could hide or reorder what a client displays:
+/// formatting characters (Unicode category Cf: zero-width, bidirectional
+/// controls, the byte order mark, tags), variation selectors, and the
+/// fillers and blanks that render as empty space without being whitespace.
 fn is_format(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}'
-        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{2800}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
 }
 
 #[cfg(test)]

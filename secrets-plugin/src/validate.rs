@@ -1,6 +1,10 @@
 //! Validation of a `PUT /api/secrets` body, all of it before anything is
 //! written: either every entry is acceptable, or the error names every
 //! rejected key with its reason. No message ever contains a value.
+//!
+//! A body of tens of thousands of bad keys must not buy a megabyte-long
+//! error and a fraction of a second of CPU: validation stops at the
+//! [`MAX_REJECTED`]th refusal and counts the entries it did not reach.
 
 use std::{borrow::Cow, collections::BTreeMap};
 
@@ -9,8 +13,10 @@ use serde_json::Value;
 
 use crate::{
     index::SecretIndex,
-    model::{BLANK, EMPTY_KEY, HAS_NUL, NOT_A_STRING, NOT_DECLARED, PLACEHOLDER},
-    redact::redact,
+    model::{
+        BLANK, EMPTY_KEY, HAS_NUL, INVISIBLE, MAX_REJECTED, NOT_A_STRING, NOT_DECLARED, PLACEHOLDER,
+    },
+    redact::{is_invisible, redact},
 };
 
 /// Why a body was refused.
@@ -18,8 +24,9 @@ use crate::{
 pub(crate) enum Invalid {
     /// The body as a whole is unusable (`code`, `message`).
     Body(ErrorCode, &'static str),
-    /// Some entries are unusable: key → reason.
-    Keys(BTreeMap<String, String>),
+    /// Some entries are unusable: key → reason (at most [`MAX_REJECTED`]),
+    /// and how many entries validation did not reach after that many.
+    Keys(BTreeMap<String, String>, usize),
 }
 
 /// Validates a whole request body.
@@ -60,7 +67,10 @@ pub(crate) fn validate(
     }
     let mut rejected = BTreeMap::new();
     let mut changes = Vec::with_capacity(secrets.len());
-    for (key, value) in secrets {
+    for (checked, (key, value)) in secrets.iter().enumerate() {
+        if rejected.len() == MAX_REJECTED {
+            return Err(Invalid::Keys(rejected, secrets.len() - checked));
+        }
         match check_entry(key, value, index, env, &host_check) {
             Ok(change) => changes.push(change),
             Err(reason) => {
@@ -72,7 +82,7 @@ pub(crate) fn validate(
     if rejected.is_empty() {
         Ok(changes)
     } else {
-        Err(Invalid::Keys(rejected))
+        Err(Invalid::Keys(rejected, 0))
     }
 }
 
@@ -105,6 +115,11 @@ fn check_entry(
     }
     if value.trim().is_empty() {
         return Err(BLANK.into());
+    }
+    // Zero-width spaces, a byte order mark, bidirectional controls: stored,
+    // such a value would count as a set secret that no one can see.
+    if value.chars().all(is_invisible) {
+        return Err(INVISIBLE.into());
     }
     if let Some(current) = env.get(key)
         && redact(&current.value) == *value
@@ -210,7 +225,7 @@ mod tests {
             "LD_PRELOAD": "/x.so",
             "": "v",
         }});
-        let Err(Invalid::Keys(r)) = validate(&body, &index(), &e, host_check) else {
+        let Err(Invalid::Keys(r, 0)) = validate(&body, &index(), &e, host_check) else {
             panic!("expected rejections");
         };
         assert_eq!(r["OPENAI_API_KEY"], PLACEHOLDER);
@@ -219,11 +234,61 @@ mod tests {
         assert_eq!(r["LD_PRELOAD"], "blocked by the host");
         assert_eq!(r[""], EMPTY_KEY);
         let body = json!({"secrets": {"OPENAI_API_KEY": 5, "OTHER_KEY": "a\u{0}b"}});
-        let Err(Invalid::Keys(r)) = validate(&body, &index(), &e, host_check) else {
+        let Err(Invalid::Keys(r, 0)) = validate(&body, &index(), &e, host_check) else {
             panic!("expected rejections");
         };
         assert_eq!(r["OPENAI_API_KEY"], NOT_A_STRING);
         assert_eq!(r["OTHER_KEY"], HAS_NUL);
+    }
+
+    #[test]
+    fn values_of_invisible_characters_only_are_refused_like_blank_ones() {
+        let e = env_with("OPENAI_API_KEY", "old");
+        for invisible in [
+            "\u{200b}\u{200b}",
+            "\u{feff}",
+            "\u{202e}",
+            " \u{2060}\t",
+            "\u{3164}",
+            "\u{2800}\u{fe0f}",
+            "\u{e0041}",
+        ] {
+            let body = json!({"secrets": {"OPENAI_API_KEY": invisible}});
+            let Err(Invalid::Keys(r, 0)) = validate(&body, &index(), &e, host_check) else {
+                panic!("{invisible:?} accepted");
+            };
+            assert_eq!(r["OPENAI_API_KEY"], INVISIBLE, "{invisible:?}");
+        }
+        // Invisible characters inside a visible value are the client's business.
+        let body = json!({"secrets": {"OPENAI_API_KEY": "sk-\u{200b}visible"}});
+        assert!(validate(&body, &index(), &e, host_check).is_ok());
+    }
+
+    #[test]
+    fn validation_stops_at_the_cap_and_counts_what_it_did_not_reach() {
+        let e = env_with("OPENAI_API_KEY", "old");
+        let secrets: serde_json::Map<String, Value> = (0..35_000)
+            .map(|i| (format!("UNKNOWN_{i:05}"), json!("v")))
+            .collect();
+        let body = json!({ "secrets": secrets });
+        let Err(Invalid::Keys(r, unlisted)) = validate(&body, &index(), &e, host_check) else {
+            panic!("expected rejections");
+        };
+        assert_eq!(r.len(), MAX_REJECTED);
+        assert_eq!(unlisted, 35_000 - MAX_REJECTED);
+        assert!(
+            r.keys().all(|k| k.as_str() < "UNKNOWN_00100"),
+            "the first 100"
+        );
+        // Exactly at the cap: nothing is left out.
+        let secrets: serde_json::Map<String, Value> = (0..MAX_REJECTED)
+            .map(|i| (format!("UNKNOWN_{i:05}"), json!("v")))
+            .collect();
+        let body = json!({ "secrets": secrets });
+        assert!(matches!(
+            validate(&body, &index(), &e, host_check),
+            Err(Invalid::Keys(r, 0)) if r.len() == MAX_REJECTED
+        ));
     }
 
     #[test]
@@ -254,7 +319,7 @@ mod tests {
                         prop_assert!(index().keys.contains_key(change.key()));
                     }
                 }
-                Err(Invalid::Keys(r)) => {
+                Err(Invalid::Keys(r, _)) => {
                     for reason in r.values() {
                         prop_assert!(!reason.contains(&secret));
                     }

@@ -49,16 +49,25 @@ pub(crate) const DEFAULT_BLOCKED: &[&str] = &[
     "CURL_CA_BUNDLE",
     // the host's own settings, its API token first
     "MILADY_API_TOKEN",
+    // the secrets key, and where it is read from (SPEC §7)
+    "MILADY_SECRETS_KEY",
+    "MILADY_SECRETS_KEY_FILE",
     "MILADY_*",
 ];
 
 /// The longest variable name the API accepts.
 pub(crate) const MAX_KEY_LEN: usize = 256;
 
-/// The host's rules for writable environment keys.
+/// The default longest value the API may write: 64 KiB. A secret is a few
+/// hundred bytes at most; the limit keeps the config file (read whole at
+/// every write) and every plugin's snapshot small.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The host's rules for writable environment keys and their values.
 #[derive(Clone, Debug)]
 pub struct KeyPolicy {
     blocked: Vec<String>,
+    max_value_bytes: usize,
 }
 
 impl Default for KeyPolicy {
@@ -80,7 +89,28 @@ impl KeyPolicy {
             )
             .filter(|p| !p.is_empty())
             .collect();
-        Self { blocked }
+        Self {
+            blocked,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+
+    /// The same rules with another longest value, in bytes.
+    pub fn with_max_value_bytes(mut self, max: usize) -> Self {
+        self.max_value_bytes = max;
+        self
+    }
+
+    /// `Some(reason)` when the API must not write `value` (checked after
+    /// the key): longer than the host's maximum. The reason names the limit,
+    /// never the value.
+    pub fn check_value(&self, value: &str) -> Option<String> {
+        (value.len() > self.max_value_bytes).then(|| {
+            format!(
+                "value is longer than the host's maximum of {} bytes",
+                self.max_value_bytes
+            )
+        })
     }
 
     /// `Some(reason)` when the API must not write `key`.
@@ -132,6 +162,8 @@ mod tests {
             "SSL_CERT_FILE",
             "MILADY_API_TOKEN",
             "milady_api_token",
+            "MILADY_SECRETS_KEY",
+            "milady_secrets_key_file",
             "DYLD_INSERT_LIBRARIES",
             "NODE_OPTIONS",
             "BASH_FUNC_x%%",

@@ -101,12 +101,23 @@ enum ToggleResponse {
     /// The plugin's state was changed and persisted.
     #[oai(status = 200)]
     Ok(Json<ToggleResult>),
-    /// The body is not `{"enabled": bool}`.
+    /// The body is not `{"enabled": bool}` (`bad_request`), or names a key
+    /// twice (`duplicate_key`).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// No plugin has this id.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The body did not arrive in full in time (`body_timeout`); nothing
+    /// changed.
+    #[allow(dead_code)] // produced by the host's body limits, before the route
+    #[oai(status = 408)]
+    BodyTimeout(Json<ErrorBody>),
+    /// The body exceeds the host's limit (1 MiB by default;
+    /// `payload_too_large`); nothing changed.
+    #[allow(dead_code)] // produced by the host's body limits, before the route
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
     /// The config file could not be written; nothing changed.
     #[oai(status = 500)]
     Storage(Json<ErrorBody>),

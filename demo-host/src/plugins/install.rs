@@ -1,22 +1,42 @@
 //! `demo-host plugin install`: checking a library in a child process and
 //! copying it into the plugin folder.
 //!
+//! The source is opened once, and everything after works on that open
+//! file: a private, immutable copy of it (`plugins::private_copy`) is what
+//! the probe child checks and what lands in the folder, so neither another
+//! user swapping the file after the check nor the dynamic loader's search
+//! path (a bare `libx.so` would be looked up along `LD_LIBRARY_PATH`; the
+//! path is made absolute first) can make the command install something
+//! other than what it checked.
+//!
 //! Installing copies the library to a temporary file in the plugin folder
 //! (a name the host never loads), syncs it to disk and renames it into place,
-//! so a host starting meanwhile sees either no file or the whole file.
+//! so a host starting meanwhile sees either no file or the whole file. The
+//! installed file is mode 0644 and owned by the user who runs the command,
+//! whatever the source's mode (a set-uid or world-writable source stays
+//! outside). The plugin folder must pass the host's file rules
+//! (`plugins::folder`).
 
 use std::{
     fs,
-    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
 use crate::plugins::{
+    folder::{self, FolderError, Library},
     listing::collision,
-    loader::{self, LIBRARY_EXTENSION},
-    probe::{PROBE_TIMEOUT, ProbeReport, probe_in_child},
+    loader::LIBRARY_EXTENSION,
+    private_copy::PrivateCopy,
+    probe::{PROBE_TIMEOUT, ProbeReport, probe_copy_in_child, probe_in_child},
 };
-use crate::store::atomic::{IfExists, write_atomically};
+use crate::store::{
+    atomic::{IfExists, write_atomically},
+    file_safety::{self, FilePolicy, UnsafeFile},
+};
+
+/// The mode of an installed library: readable by all, written by its owner
+/// only; never set-uid, whatever the source's mode.
+const INSTALLED_MODE: u32 = 0o644;
 
 /// Why a library was not installed. Nothing was copied in any case.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +55,9 @@ pub enum InstallError {
     /// The source is not a regular file (or has no usable name).
     #[error("{0} is not a file with a usable name")]
     NotAFile(PathBuf),
+    /// The plugin folder is not safe to trust (StrictModes).
+    #[error(transparent)]
+    UnsafeFolder(#[from] UnsafeFile),
     /// The probe refused the library.
     #[error("{path} is not a plugin this host can load: {reason}")]
     Refused {
@@ -106,17 +129,29 @@ pub struct Installed {
 /// plugin whose id, route prefixes or OpenAPI paths collide with an
 /// installed plugin's or the host's. With `replace`, an installed plugin
 /// with the same id is replaced in place (its file is atomically swapped).
+/// The bytes checked are the bytes installed (see the module notes);
+/// `policy` is the file rules the plugin folder must pass.
 pub fn install(
     exe: &Path,
     dir: &Path,
     source: &Path,
     replace: bool,
+    policy: FilePolicy,
 ) -> Result<Installed, InstallError> {
-    let meta = fs::metadata(source).map_err(io("read", source))?;
-    if !meta.is_file() {
-        return Err(InstallError::NotAFile(source.to_owned()));
-    }
-    let report = probe_in_child(exe, source, PROBE_TIMEOUT);
+    // Absolute, so no loader ever searches for it.
+    let source = &std::path::absolute(source).map_err(io("read", source))?;
+    folder::check_folder(dir, policy).map_err(from_folder)?;
+    let name = library_file_name(source)?;
+    let mut opened = file_safety::open_regular(source).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            InstallError::NotAFile(source.to_owned())
+        } else {
+            io("read", source)(e)
+        }
+    })?;
+    let copy = PrivateCopy::of(&mut opened, &name).map_err(io("copy", source))?;
+    drop(opened);
+    let (report, _) = probe_copy_in_child(exe, &copy, source, PROBE_TIMEOUT);
     if !report.ok {
         return Err(InstallError::Refused {
             path: source.to_owned(),
@@ -128,7 +163,12 @@ pub fn install(
     let source_canon = fs::canonicalize(source).map_err(io("read", source))?;
     let mut installed = Vec::new();
     let mut same_id = Vec::new();
-    for file in loader::library_files(dir).map_err(io("list the plugin folder", dir))? {
+    for library in folder::libraries(dir, policy).map_err(from_folder)? {
+        // A library the file rules refuse is skipped by the host: nothing
+        // of it runs, and it collides with nothing.
+        let Library::Trusted(file) = library else {
+            continue;
+        };
         if fs::canonicalize(&file).ok().as_ref() == Some(&source_canon) {
             return Err(InstallError::AlreadyInFolder(source.to_owned()));
         }
@@ -165,7 +205,7 @@ pub fn install(
 
     let dest = match &replaced {
         Some(old) => old.clone(),
-        None => dir.join(library_file_name(source)?),
+        None => dir.join(&name),
     };
     if replaced.is_none()
         && let Some((file, other)) = installed.iter().find(|(f, _)| f == &dest)
@@ -178,7 +218,7 @@ pub fn install(
     if replaced.is_none() && dest.exists() {
         return Err(InstallError::Exists(dest));
     }
-    copy_atomically(source, &dest)?;
+    copy_atomically(&copy, &dest)?;
     Ok(Installed {
         path: dest,
         report,
@@ -201,24 +241,33 @@ pub(crate) fn library_file_name(source: &Path) -> Result<String, InstallError> {
     }
 }
 
-/// Copies `source` to `dest` (in `dir`) with the store's atomic replace
-/// (temporary file, sync, rename, sync of the folder; a missing folder is
-/// created owner-only). The temporary name has no library extension, so a
-/// host starting meanwhile never tries to load it. The copy keeps the
-/// source's permission bits.
-pub(crate) fn copy_atomically(source: &Path, dest: &Path) -> Result<(), InstallError> {
-    let mut input = fs::File::open(source).map_err(io("read", source))?;
-    let mode = input
-        .metadata()
-        .map_err(io("read", source))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    write_atomically(dest, mode, &mut input, IfExists::Replace).map_err(|e| InstallError::Io {
-        action: e.step.action(),
-        path: e.dest,
-        source: e.source,
+/// Copies the checked private copy to `dest` with the store's atomic
+/// replace (temporary file, sync, rename, sync of the folder; a missing
+/// folder is created owner-only), as a file of mode 0644 owned by this
+/// process's user. The temporary name has no library extension, so a host
+/// starting meanwhile never tries to load it.
+pub(crate) fn copy_atomically(copy: &PrivateCopy, dest: &Path) -> Result<(), InstallError> {
+    let mut input = copy
+        .reopen()
+        .map_err(io("read the private copy of", dest))?;
+    write_atomically(dest, INSTALLED_MODE, &mut input, IfExists::Replace).map_err(|e| {
+        InstallError::Io {
+            action: e.step.action(),
+            path: e.dest,
+            source: e.source,
+        }
     })
+}
+
+fn from_folder(e: FolderError) -> InstallError {
+    match e {
+        FolderError::Unsafe(e) => InstallError::UnsafeFolder(e),
+        FolderError::Io { path, source } => InstallError::Io {
+            action: "list the plugin folder",
+            path,
+            source,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -230,9 +279,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let source = dir.path().join("source.bin");
         fs::write(&source, b"library bytes").expect("write");
+        // A set-uid, world-writable source must not pass its mode on.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(&source, fs::Permissions::from_mode(0o4777)).expect("chmod");
+        }
         let plugins = dir.path().join("plugins");
         let dest = plugins.join(library_file_name(&source).expect("name"));
-        copy_atomically(&source, &dest).expect("copied");
+        let mut opened = fs::File::open(&source).expect("open");
+        let copy = PrivateCopy::of(&mut opened, "source.bin").expect("private copy");
+        // What happens to the source after the copy no longer matters.
+        fs::write(&source, b"swapped").expect("swap");
+        copy_atomically(&copy, &dest).expect("copied");
         assert_eq!(fs::read(&dest).expect("read"), b"library bytes");
         let names: Vec<_> = fs::read_dir(&plugins)
             .expect("list")
@@ -248,6 +306,12 @@ mod tests {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = fs::metadata(&plugins).expect("folder").permissions().mode();
             assert_eq!(mode & 0o777, 0o700, "a new plugin folder is owner-only");
+            let mode = fs::metadata(&dest).expect("file").permissions().mode();
+            assert_eq!(
+                mode & 0o7777,
+                0o644,
+                "installed 0644 whatever the source's mode"
+            );
         }
     }
 }

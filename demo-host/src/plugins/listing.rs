@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::{
     http::HOST_ROUTES,
     plugins::{
-        loader::{self, LIBRARY_EXTENSION},
+        folder::{self, FolderError, Library},
+        loader::LIBRARY_EXTENSION,
         mount::overlaps,
         probe::{PROBE_TIMEOUT, ProbeReport, probe_in_child},
     },
+    store::file_safety::{FilePolicy, UnsafeFile},
 };
 
 /// One library in the plugin folder and what the host would do with it.
@@ -34,26 +36,46 @@ pub struct ListedPlugin {
 
 /// The plugin folder could not be listed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot list the plugin folder {path}: {source}")]
-pub struct ListError {
-    /// The folder.
-    pub path: PathBuf,
-    /// The I/O error.
-    #[source]
-    pub source: std::io::Error,
+pub enum ListError {
+    /// Listing or inspecting it failed.
+    #[error("cannot list the plugin folder {}: {source}", path.display())]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The folder is not safe to trust (StrictModes); the host would not
+    /// start with it.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeFile),
 }
 
 /// Checks every library in `dir` (each in its own child process) in the
-/// order the host loads them, and marks those the host would skip: failed
+/// order the host loads them, and marks those the host would skip: files
+/// the file rules (`policy`) refuse, which are not run at all, failed
 /// checks, and collisions with the host's routes or an earlier plugin.
-pub fn list(exe: &Path, dir: &Path) -> Result<Vec<ListedPlugin>, ListError> {
-    let files = loader::library_files(dir).map_err(|source| ListError {
-        path: dir.to_owned(),
-        source,
+pub fn list(exe: &Path, dir: &Path, policy: FilePolicy) -> Result<Vec<ListedPlugin>, ListError> {
+    let libraries = folder::libraries(dir, policy).map_err(|e| match e {
+        FolderError::Unsafe(e) => ListError::Unsafe(e),
+        FolderError::Io { path, source } => ListError::Io { path, source },
     })?;
     let mut accepted: Vec<(PathBuf, ProbeReport)> = Vec::new();
     let mut listed = Vec::new();
-    for file in files {
+    for library in libraries {
+        let file = match library {
+            Library::Trusted(file) => file,
+            Library::Refused(file, reason) => {
+                listed.push(ListedPlugin {
+                    file,
+                    report: ProbeReport::refused(reason.clone()),
+                    loads: false,
+                    skip_reason: Some(reason),
+                });
+                continue;
+            }
+        };
         let report = probe_in_child(exe, &file, PROBE_TIMEOUT);
         let skip_reason = if report.ok {
             collision(&report, &accepted)

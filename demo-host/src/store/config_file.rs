@@ -504,7 +504,7 @@ impl ConfigStore {
             Err(CheckError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 return Ok(None);
             }
-            Err(CheckError::Io { source, .. }) => return Err(self.io("inspect", source)),
+            Err(CheckError::Io { source, .. }) => return Err(self.io("read", source)),
             Err(CheckError::Unsafe(e)) => return Err(e.into()),
         };
         let bytes = match file_safety::read_bounded(&target, MAX_CONFIG_BYTES) {

@@ -6,6 +6,8 @@
 
 use toml_edit::{InlineTable, Item, Table, TableLike, Value};
 
+use crate::text::is_deceptive;
+
 /// Sets `key` to `value`, keeping the old value's decor (spacing and trailing
 /// comment) when the key exists; otherwise appends it. An unchanged value is
 /// left as written (e.g. a user's `'literal'` quoting), so it causes no write.
@@ -27,7 +29,11 @@ pub(crate) fn set_value_keep_decor(table: &mut dyn TableLike, key: &str, mut val
 
 /// `value` as a single-line TOML basic string. Escaped by hand because
 /// toml_edit would pick literal or multi-line strings for some values; one
-/// line per secret keeps the file easy to read and diff.
+/// line per secret keeps the file easy to read and diff. Besides what TOML
+/// requires, every character that displays deceptively (C1 controls,
+/// bidirectional controls such as U+202E, the U+2028/U+2029 separators,
+/// zero-width characters) is written as a `\uXXXX` escape, so the file
+/// reads as what it holds in any editor or terminal.
 pub(crate) fn basic_string(value: &str) -> Value {
     let mut repr = String::with_capacity(value.len() + 2);
     repr.push('"');
@@ -40,8 +46,12 @@ pub(crate) fn basic_string(value: &str) -> Value {
             '\r' => repr.push_str("\\r"),
             '\u{8}' => repr.push_str("\\b"),
             '\u{c}' => repr.push_str("\\f"),
-            // The other characters TOML forbids raw in basic strings.
-            c if c < ' ' || c == '\u{7f}' => repr.push_str(&format!("\\u{:04X}", u32::from(c))),
+            // The other characters TOML forbids raw in basic strings, and
+            // those that would make the file lie about its content.
+            // (All of them are in the Basic Multilingual Plane.)
+            c if c < ' ' || c == '\u{7f}' || is_deceptive(c) => {
+                repr.push_str(&format!("\\u{:04X}", u32::from(c)));
+            }
             c => repr.push(c),
         }
     }
@@ -87,4 +97,28 @@ pub(crate) fn error_position(text: &str, offset: Option<usize>) -> (usize, usize
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deceptive_characters_are_escaped_and_read_back_unchanged() {
+        let value =
+            "sk-\u{202e}fdp.exe\u{2028}[plugins]\u{2029}\u{85}\u{200b}\u{feff}é日\"\\\n\u{1}";
+        let written = basic_string(value);
+        let repr = written.to_string();
+        for raw in [
+            '\u{202e}', '\u{2028}', '\u{2029}', '\u{85}', '\u{200b}', '\u{feff}', '\n', '\u{1}',
+        ] {
+            assert!(!repr.contains(raw), "{raw:?} raw in {repr}");
+        }
+        assert!(
+            repr.contains("\\u202E") && repr.contains("\\u2028") && repr.contains("é日"),
+            "{repr}"
+        );
+        let doc: toml_edit::DocumentMut = format!("k = {repr}").parse().expect("valid TOML");
+        assert_eq!(doc["k"].as_str(), Some(value));
+    }
 }
