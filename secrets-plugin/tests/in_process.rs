@@ -197,7 +197,10 @@ async fn the_fast_get_answers_exactly_what_the_api_does() {
     let through_poem = secrets
         .handle_parsed(ParsedRequest::new(HttpMethod::Post, "/api/secrets", ""))
         .await;
-    assert_eq!(through_poem.status, 405, "other methods go through poem-openapi");
+    assert_eq!(
+        through_poem.status, 405,
+        "other methods go through poem-openapi"
+    );
     assert_eq!((fast.status, slow.status), (200, 200));
     assert_eq!(fast.body.as_slice(), slow.body.as_slice());
     let headers = |r: &host_api::ParsedResponse| {
