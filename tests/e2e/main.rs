@@ -2,6 +2,7 @@
 //! temporary plugin folder, HTTP over loopback. One test binary, so the
 //! artifacts are built once.
 
+mod at_rest;
 mod attacks;
 mod boundary;
 mod browser;
@@ -12,8 +13,8 @@ mod host;
 mod loading;
 mod openapi;
 mod plugin_cli;
-mod secrets;
 mod scoped;
+mod secrets;
 mod shared_machine;
 mod strict_input;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use e2e_tests::{HostProcess, HostSpec, client, milady_catalog, write_catalog};
+use e2e_tests::{HostProcess, HostSpec, Stored, client, milady_catalog, write_catalog};
 use serde_json::{Value, json};
 
 use crate::{get, put};
@@ -116,8 +116,11 @@ async fn put_sets_clears_and_redacts_with_every_field_documented() -> Result<()>
     assert_eq!(s["OPENAI_API_KEY"]["set"], true);
     assert_eq!(s["OPENAI_API_KEY"]["source"], "api");
     assert_eq!(s["P0_KEY_1"]["value"], "********");
-    let text = std::fs::read_to_string(h.config_path())?;
-    assert!(text.contains(long), "written to the config file");
+    assert_eq!(
+        h.stored_env()?["OPENAI_API_KEY"],
+        Stored::Encrypted(long.into()),
+        "written to the config file, encrypted"
+    );
 
     let (status, body) = put_secrets(&h, json!({"OPENAI_API_KEY": ""})).await?;
     assert_eq!(status, 200);
@@ -142,8 +145,7 @@ async fn multibyte_secret_is_set_and_redacted_by_characters() -> Result<()> {
     assert_eq!(status, 200);
     let s = secrets(&h).await?;
     assert_eq!(s["P0_KEY_2"]["value"], "🔑кл****...🙂🙂🙂🙂");
-    let text = std::fs::read_to_string(h.config_path())?;
-    assert!(text.contains(value));
+    assert_eq!(h.stored_env()?["P0_KEY_2"], Stored::Encrypted(value.into()));
     Ok(())
 }
 
@@ -301,8 +303,11 @@ async fn masked_placeholder_round_trip_is_refused() -> Result<()> {
         // A form that sends back what it was shown must not overwrite the secret.
         let (status, body) = put_secrets(&h, json!({"ANTHROPIC_API_KEY": shown})).await?;
         assert_eq!(status, 400, "{value}: {body}");
-        let text = std::fs::read_to_string(h.config_path())?;
-        assert!(text.contains(value), "the real secret is kept");
+        assert_eq!(
+            h.stored_env()?["ANTHROPIC_API_KEY"],
+            Stored::Encrypted(value.into()),
+            "the real secret is kept"
+        );
     }
     Ok(())
 }
@@ -342,8 +347,10 @@ async fn etag_and_if_match_guard_against_lost_updates() -> Result<()> {
     assert_eq!(resp.status(), 412);
     let body: Value = resp.json().await?;
     assert_eq!(body["code"], "precondition_failed");
-    let text = std::fs::read_to_string(h.config_path())?;
-    assert!(text.contains("from-tab-one") && !text.contains("from-tab-two"));
+    assert_eq!(
+        h.stored_env()?["P0_KEY_11"],
+        Stored::Encrypted("from-tab-one".into())
+    );
     // Garbage tags are stale too; `*` and no header proceed.
     for (header, expected) in [(Some("\"garbage\""), 412), (Some("*"), 200), (None, 200)] {
         let mut req = c
@@ -386,11 +393,12 @@ async fn fifty_concurrent_puts_all_land() -> Result<()> {
         assert_eq!(t.await??, 200);
     }
     let s = secrets(&h).await?;
-    let text = std::fs::read_to_string(h.config_path())?;
+    let stored = h.stored_env()?;
     for i in 0..50 {
         assert_eq!(s[format!("P0_KEY_{i}")]["set"], true, "P0_KEY_{i}");
-        assert!(
-            text.contains(&format!("value-number-{i}-abcdefghijkl")),
+        assert_eq!(
+            stored.get(&format!("P0_KEY_{i}")),
+            Some(&Stored::Encrypted(format!("value-number-{i}-abcdefghijkl"))),
             "P0_KEY_{i} in file"
         );
     }
