@@ -17,6 +17,7 @@ use crate::{
         probe::{PROBE_TIMEOUT, ProbeReport, probe_in_child},
     },
     store::file_safety::{FilePolicy, UnsafeFile},
+    text::escape_controls,
 };
 
 /// One library in the plugin folder and what the host would do with it.
@@ -148,7 +149,7 @@ pub(crate) fn collision(
 pub fn render_list(dir: &Path, listed: &[ListedPlugin]) -> String {
     let mut out = format!(
         "plugin folder: {} (this host: host-api {})\n",
-        dir.display(),
+        escape_controls(&dir.display().to_string()),
         host_api::INTERFACE_VERSION
     );
     if listed.is_empty() {
@@ -179,6 +180,9 @@ pub fn render_list(dir: &Path, listed: &[ListedPlugin]) -> String {
                 },
             ]
         })
+        // File names, ids and reasons come from the folder and the
+        // libraries: printed escaped, so none can drive the terminal.
+        .map(|row: [String; 6]| row.map(|cell| escape_controls(&cell).into_owned()))
         .collect();
     let header = ["FILE", "ID", "VERSION", "HOST-API", "INTERFACE", "STATUS"];
     let mut widths = header.map(str::len);
