@@ -155,6 +155,34 @@ async fn overwriting_a_loaded_library_in_place_never_reaches_the_running_host() 
         ),
         ("removed", Box::new(|| std::fs::remove_file(&library))),
     ];
+    // Traffic from other clients all along, while the file changes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic: Vec<_> = (0..2)
+        .map(|n| {
+            let (stop, url) = (stop.clone(), h.url("/api/secrets"));
+            tokio::spawn(async move {
+                let (mut served, mut failed) = (0u32, Vec::new());
+                let c = client();
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let resp = if i % 4 == 0 {
+                        let value = format!("sk-traffic-{n}-{i}-0123456789abcdef");
+                        let body = json!({"secrets": {"OPENAI_API_KEY": value}});
+                        c.put(&url).json(&body).send().await
+                    } else {
+                        c.get(&url).send().await
+                    };
+                    match resp {
+                        Ok(r) if r.status() == 200 => served += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (served, failed)
+            })
+        })
+        .collect();
     for (i, (what, change)) in overwrites.iter().enumerate() {
         change()?;
         for _ in 0..5 {
@@ -174,6 +202,12 @@ async fn overwriting_a_loaded_library_in_place_never_reaches_the_running_host() 
         .await?;
         assert_eq!(status, 200, "PUT after {what}: {body}");
         assert!(h.is_running(), "after {what}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in traffic {
+        let (served, failed) = task.await?;
+        assert!(served > 0, "the other clients were served");
+        assert!(failed.is_empty(), "requests failed meanwhile: {failed:?}");
     }
     let (status, body) = get(&h, "/api/secrets").await?;
     assert_eq!(status, 200);
