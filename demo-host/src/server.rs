@@ -65,6 +65,25 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// probe pipes, the runtime's own).
 const FD_RESERVE: u64 = 64;
 
+/// The listen backlog: connections the kernel completes before they are
+/// accepted. The usual 128 drops the handshakes of a burst of clients
+/// (each then retries a second later), and past the connection cap this
+/// is where new connections wait.
+const BACKLOG: u32 = 1024;
+
+/// A listening socket on `addr` (address reuse on, as usual for servers),
+/// with a backlog of 1,024 (the system may cap it, `net.core.somaxconn`).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The limits of [`serve`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {

@@ -499,13 +499,8 @@ impl ConfigStore {
     /// Checks the file (StrictModes) and reads it, bounded, as UTF-8;
     /// `None` if it (or its folder) does not exist.
     fn read_text(&self) -> Result<Option<String>, ConfigError> {
-        let target = match file_safety::check_file(&self.path, self.policy) {
-            Ok(target) => target,
-            Err(CheckError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Ok(None);
-            }
-            Err(CheckError::Io { source, .. }) => return Err(self.io("read", source)),
-            Err(CheckError::Unsafe(e)) => return Err(e.into()),
+        let Some(target) = self.checked_target()? else {
+            return Ok(None);
         };
         let bytes = match file_safety::read_bounded(&target, MAX_CONFIG_BYTES) {
             Ok(bytes) => bytes,
@@ -524,6 +519,26 @@ impl ConfigStore {
                 reason: "invalid UTF-8".to_owned(),
             }
         })
+    }
+
+    /// Checks the file and its folder under the file rules (StrictModes,
+    /// see `file_safety`) without reading it: what start-up does before
+    /// anything else touches the config's folder. A missing file passes.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        self.checked_target().map(|_| ())
+    }
+
+    /// The file to read after the file rules passed (a link's target), or
+    /// `None` when it (or its folder) does not exist.
+    fn checked_target(&self) -> Result<Option<PathBuf>, ConfigError> {
+        match file_safety::check_file(&self.path, self.policy) {
+            Ok(target) => Ok(Some(target)),
+            Err(CheckError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(CheckError::Io { source, .. }) => Err(self.io("read", source)),
+            Err(CheckError::Unsafe(e)) => Err(e.into()),
+        }
     }
 
     /// Parses `text`, mapping errors to position + short reason only (the
