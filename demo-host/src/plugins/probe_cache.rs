@@ -1,5 +1,7 @@
 //! Probe results kept across starts, so a warm start spawns no probe
 //! process: `probe-cache.json` in the cache folder (0700; the file 0600).
+//! A result vouches that a library is safe to open in the host, so a cache
+//! folder owned by another user or writable by others is not used.
 //!
 //! A result, refusals included, is stored under the SHA-256 of the bytes
 //! probed (the private copy), and each file of the plugin folder under its
@@ -136,6 +138,18 @@ impl ProbeCache {
     /// [`host_key`]); empty when there is no folder, no file, a damaged
     /// file, or a file of another program.
     pub(crate) fn open(folder: Option<&Path>, host: String) -> Self {
+        // A result says a library is safe to open in the host: only a
+        // folder nobody else can write may vouch for that.
+        let folder = folder.filter(|f| {
+            let trusted = trusted_folder(f);
+            if !trusted {
+                tracing::warn!(
+                    folder = %f.display(),
+                    "the probe cache folder is not this user's alone (owned by another user, or writable by others); probe results are not cached"
+                );
+            }
+            trusted
+        });
         let path = folder.map(|f| f.join(CACHE_FILE));
         let loaded = path
             .as_deref()
@@ -250,6 +264,23 @@ impl ProbeCache {
         }
         write_atomically(path, 0o600, &mut text.as_slice(), IfExists::Replace)
             .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Whether `folder` may hold the cache: missing (it is created 0700), or a
+/// real folder of this user that group and others cannot write.
+fn trusted_folder(folder: &Path) -> bool {
+    match std::fs::symlink_metadata(folder) {
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+        #[cfg(unix)]
+        Ok(meta) => {
+            use std::os::unix::fs::MetadataExt as _;
+            meta.is_dir()
+                && meta.uid() == rustix::process::geteuid().as_raw()
+                && meta.mode() & 0o022 == 0
+        }
+        #[cfg(not(unix))]
+        Ok(meta) => meta.is_dir(),
     }
 }
 
@@ -410,6 +441,31 @@ mod tests {
             b"{not json",
             "an unchanged cache is not written"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_others_can_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("milady");
+        let timeout = Duration::from_secs(5);
+        let cache = ProbeCache::open(Some(&folder), "h".into());
+        cache.remember_file(identity(1), "aa");
+        cache.remember_report("aa", &ok_report("@a/a"), ProbeEnd::Reported, timeout);
+        cache.save().expect("saved");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let loose = ProbeCache::open(Some(&folder), "h".into());
+        assert_eq!(loose.hash_for(&identity(1)), None, "nothing read from it");
+        loose.remember_file(identity(2), "bb");
+        loose.save().expect("nothing written");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let again = ProbeCache::open(Some(&folder), "h".into());
+        assert_eq!(again.hash_for(&identity(1)).as_deref(), Some("aa"));
+        assert_eq!(again.hash_for(&identity(2)), None, "nothing written to it");
+        let symlink = dir.path().join("link");
+        std::os::unix::fs::symlink(&folder, &symlink).expect("symlink");
+        assert!(!trusted_folder(&symlink), "a symlink is not the folder");
     }
 
     #[test]
