@@ -181,7 +181,8 @@ fn install_refuses_junk_truncated_and_incompatible_files_and_copies_nothing() ->
         assert!(line.contains("not a plugin this host can load"), "{line}");
         if name == "incompatible.so" {
             assert!(
-                line.contains("host-api 0.2.0") && line.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)),
+                line.contains("host-api 0.2.0")
+                    && line.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)),
                 "both versions: {line}"
             );
         }
@@ -284,7 +285,8 @@ fn list_names_every_library_with_its_compatibility_and_skip_reason() -> Result<(
     assert!(
         incompatible["skipReason"]
             .as_str()
-            .is_some_and(|r| r.contains("host-api 0.2.0") && r.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)))
+            .is_some_and(|r| r.contains("host-api 0.2.0")
+                && r.contains(&format!("host-api {}", host_api::INTERFACE_VERSION)))
     );
 
     for name in e2e_tests::BROKEN_LIBRARIES {
