@@ -16,8 +16,10 @@ pub(crate) fn is_deceptive(c: char) -> bool {
             | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
-/// `text` with every [`is_deceptive`] character written as an escape
-/// (`\n`, `\r`, `\t`, otherwise `\u{..}`), borrowed when there is none.
+/// `text` with every control character (C0, DEL, C1), bidirectional control,
+/// line or paragraph separator and zero-width or other invisible format
+/// character written as an escape (`\n`, `\r`, `\t`, otherwise `\u{..}`);
+/// borrowed when there is none.
 ///
 /// ```
 /// use demo_host::escape_controls;
