@@ -189,6 +189,20 @@ pub enum StartupError {
     /// The secrets key is configured in a way the host refuses.
     #[error(transparent)]
     SecretsKey(#[from] KeyError),
+    /// The audit log cannot be written: the host does not start, as it
+    /// could apply no change (SPEC §8, fail closed).
+    #[error("the audit log {path} cannot be written: {source}")]
+    AuditLog {
+        /// The audit file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `[store]` names a secret store the host cannot use (SPEC §9); the
+    /// reason never carries the token.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The libraries of the plugin folder that pass the file rules, and those
@@ -255,11 +269,24 @@ impl Host {
         let config = Arc::new(
             ConfigStore::new(&options.config_path)
                 .with_policy(options.file_policy)
-                .with_keyring(keyring),
+                .with_keyring(Arc::clone(&keyring)),
         );
         let snapshot = config.load()?;
         // Every encrypted value opened once, here; never per request.
         let mut opened = open_config_env(&snapshot, config.keyring());
+        let process_env: Vec<(String, String)> = process_env.into_iter().collect();
+        // `[store] backend = "openbao"`: the secrets are the fleet's store's,
+        // not `[env]`'s (SPEC §9, `env::runtime::fleet`).
+        let fleet = crate::env::runtime::start_fleet(&options.config_path, &process_env, &keyring)
+            .map_err(|e| StartupError::Store(e.to_string()))?;
+        // One fingerprint key per fleet, kept in its store (SPEC §8, §9).
+        if let Some(key) = fleet.as_ref().and_then(|f| f.fingerprint_key()) {
+            crate::env::fingerprint::Fingerprinter::with_key(key).install();
+        }
+        let stored_env = match &fleet {
+            Some(fleet) => fleet.data(),
+            None => std::mem::take(&mut opened.values),
+        };
 
         let mut catalogs = vec![registry::parse_catalog(
             registry::DEFAULT_CATALOG,
@@ -275,15 +302,18 @@ impl Host {
         let env = Arc::new(
             RuntimeEnv::new(
                 process_env,
-                &opened.values,
-                &[TOKEN_ENV, SECRETS_KEY_ENV],
+                &stored_env,
+                &[TOKEN_ENV, SECRETS_KEY_ENV, "BAO_TOKEN", "VAULT_TOKEN"],
                 Arc::clone(&config),
                 KeyPolicy::new(&snapshot.blocked_env_keys)
                     .with_max_value_bytes(options.max_value_bytes),
             )
-            .with_at_rest(std::mem::take(&mut opened.at_rest)),
+            .with_at_rest(std::mem::take(&mut opened.at_rest))
+            .with_fleet(fleet),
         );
         drop(opened);
+        drop(stored_env);
+        env.follow_store();
 
         // The folder and each library under the file rules first: nothing
         // of a library another user could have planted runs, not even in a
@@ -343,7 +373,7 @@ impl Host {
     /// The router: host routes, plugin routes through the bridge, docs,
     /// auth on `/api/*`, and JSON errors everywhere.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
-        self.router(Vec::new())
+        crate::http::stale::mark_stale(Arc::clone(&self.env), self.router(Vec::new()))
     }
 
     /// [`Host::endpoint`] plus endpoints linked natively into the host, each

@@ -51,7 +51,7 @@ pub use plugins::services::HostServices;
 pub use registry::Registry;
 pub use server::{
     ConnectionLimits, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    serve,
+    listen, serve,
 };
 pub use store::config_file::ConfigStore;
 pub use store::config_file::{ConfigError, ConfigSnapshot};

@@ -566,9 +566,8 @@ fn serve(host: Host, bind: SocketAddr, limits: demo_host::ConnectionLimits) -> a
         // Registered before the address is printed, so a signal sent as soon
         // as the host is seen listening still shuts it down gracefully.
         let shutdown = shutdown_signal()?;
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("cannot listen on {bind}"))?;
+        let listener =
+            demo_host::listen(bind).with_context(|| format!("cannot listen on {bind}"))?;
         let addr = listener
             .local_addr()
             .context("cannot read the listening address")?;

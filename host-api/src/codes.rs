@@ -89,6 +89,9 @@ pub enum ErrorCode {
     NotInitialised,
     /// A plugin did not answer within the host's request timeout. 504.
     PluginTimeout,
+    /// The secret store (OpenBao / Vault) is unreachable, sealed or refuses
+    /// the host's token; nothing was changed. 503.
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -123,6 +126,7 @@ impl ErrorCode {
         Self::InternalError,
         Self::NotInitialised,
         Self::PluginTimeout,
+        Self::StoreUnavailable,
     ];
 
     /// The code as it appears in a JSON error body.
@@ -157,6 +161,7 @@ impl ErrorCode {
             Self::InternalError => "internal_error",
             Self::NotInitialised => "not_initialised",
             Self::PluginTimeout => "plugin_timeout",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 

@@ -73,6 +73,12 @@ impl std::fmt::Debug for EnvVar {
     }
 }
 
+/// Snapshot versions at or above this come from a store shared by a fleet
+/// of hosts (SPEC §9): the same version names the same state on every host
+/// and across restarts, so a plugin's `ETag` built from it needs no
+/// per-process part.
+pub const SHARED_VERSION_BASE: u64 = 1 << 48;
+
 /// An immutable view of the runtime environment, sorted by key.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]

@@ -114,7 +114,7 @@ pub use async_ffi::FfiFuture;
 pub use codes::{ErrorCode, error_body};
 pub use context::{
     EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostContext, HostContext_TO,
-    HostContextBox, LogLevel, PluginEntry, RegistrySnapshot,
+    HostContextBox, LogLevel, PluginEntry, RegistrySnapshot, SHARED_VERSION_BASE,
 };
 pub use error::HostError;
 pub use export::Plugin;

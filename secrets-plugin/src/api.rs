@@ -129,7 +129,9 @@ enum PutResponse {
     /// environment are unchanged.
     #[oai(status = 500)]
     Storage(ErrorBody),
-    /// The plugin is not initialised.
+    /// The plugin is not initialised (`not_initialised`), or the fleet's
+    /// secret store is unreachable, sealed or refuses the host's token
+    /// (`store_unavailable`); nothing was changed.
     #[oai(status = 503)]
     Unavailable(ErrorBody),
 }
@@ -260,6 +262,10 @@ fn stale() -> ErrorBody {
 fn host_failure(e: HostError) -> PutResponse {
     match e.code.as_str() {
         HostError::CONFLICT => PutResponse::PreconditionFailed(stale()),
+        // The fleet's secret store did not take the write (SPEC §9).
+        code if code == ErrorCode::StoreUnavailable.as_str() => {
+            PutResponse::Unavailable(ErrorBody::new(ErrorCode::StoreUnavailable, &e.message))
+        }
         HostError::REJECTED => PutResponse::BadRequest(ErrorBody::rejected(
             e.details
                 .iter()

@@ -3,7 +3,10 @@
 //!
 //! A tag is `"<boot>-<environment version>-<registry version>"`: `boot`
 //! tells this process's tags from those of an earlier run, whose versions
-//! counted from zero again.
+//! counted from zero again. A version from a store shared by a fleet of
+//! hosts (at or above [`host_api::SHARED_VERSION_BASE`], SPEC §9) names
+//! the same state on every host and across restarts: its tag is
+//! `"fleet-<environment version>-<registry version>"`, valid on any host.
 
 /// What `If-Match` asks of a `PUT`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +38,9 @@ impl ETags {
 
     /// The tag of a state.
     pub(crate) fn tag(&self, env_version: u64, registry_version: u64) -> String {
+        if env_version >= host_api::SHARED_VERSION_BASE {
+            return format!("\"fleet-{env_version}-{registry_version}\"");
+        }
         format!("\"{:x}-{env_version}-{registry_version}\"", self.boot)
     }
 
@@ -59,10 +65,15 @@ impl ETags {
     fn env_version(&self, tag: &str, registry_version: u64) -> Option<u64> {
         let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
         let mut parts = tag.split('-');
-        let boot = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let first = parts.next()?;
         let env: u64 = parts.next()?.parse().ok()?;
         let registry: u64 = parts.next()?.parse().ok()?;
-        (parts.next().is_none() && boot == self.boot && registry == registry_version).then_some(env)
+        let ours = if first == "fleet" {
+            env >= host_api::SHARED_VERSION_BASE
+        } else {
+            u64::from_str_radix(first, 16).ok()? == self.boot && env < host_api::SHARED_VERSION_BASE
+        };
+        (parts.next().is_none() && ours && registry == registry_version).then_some(env)
     }
 }
 
@@ -82,6 +93,22 @@ mod tests {
         assert_eq!(tag, "\"beef-7-3\"");
         assert_eq!(asks(&tag), Precondition::EnvVersion(7));
         assert_eq!(asks(&format!("  {tag}\t")), Precondition::EnvVersion(7));
+    }
+
+    #[test]
+    fn fleet_tags_name_the_shared_version_on_any_host() {
+        let v = host_api::SHARED_VERSION_BASE + 12;
+        let tag = TAGS.tag(v, 3);
+        assert_eq!(tag, format!("\"fleet-{v}-3\""));
+        // Another process (another host of the fleet) reads it back.
+        let other = ETags { boot: 0x1234 };
+        assert_eq!(
+            other.precondition(Some(&tag), 3),
+            Precondition::EnvVersion(v)
+        );
+        // A fleet tag below the shared range, or a boot tag inside it, is not ours.
+        assert_eq!(asks("\"fleet-7-3\""), Precondition::Stale);
+        assert_eq!(asks(&format!("\"beef-{v}-3\"")), Precondition::Stale);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod browser;
 mod connections;
 mod docs;
 mod faults;
+mod fleet;
 mod host;
 mod loading;
 mod openapi;

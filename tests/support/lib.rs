@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 mod at_rest;
+pub mod openbao;
 
 pub use at_rest::{Stored, TempHome, files_holding_pieces, identities, open, pieces, stored_env};
 

@@ -53,6 +53,9 @@ pub(crate) const DEFAULT_BLOCKED: &[&str] = &[
     "MILADY_SECRETS_KEY",
     "MILADY_SECRETS_KEY_FILE",
     "MILADY_*",
+    // the fleet's secret-store token (SPEC §9)
+    "BAO_TOKEN",
+    "VAULT_TOKEN",
 ];
 
 /// The longest variable name the API accepts.
@@ -164,6 +167,8 @@ mod tests {
             "milady_api_token",
             "MILADY_SECRETS_KEY",
             "milady_secrets_key_file",
+            "BAO_TOKEN",
+            "vault_token",
             "DYLD_INSERT_LIBRARIES",
             "NODE_OPTIONS",
             "BASH_FUNC_x%%",

@@ -32,6 +32,10 @@ use crate::{
     store::config_file::{ConfigError, ConfigStore},
 };
 
+mod fleet;
+
+pub(crate) use fleet::{Fleet, start_fleet};
+
 type Outcome = Result<EnvUpdate, HostError>;
 
 /// The host's runtime environment and its durable update path.
@@ -50,6 +54,9 @@ pub struct RuntimeEnv {
     provenance: Provenance,
     /// How each key of the config file is stored (encrypted, readable).
     at_rest: AtRestTable,
+    /// The fleet's KV store, when the secrets live there instead of the
+    /// config file (SPEC §9, `fleet`).
+    fleet: Option<Arc<Fleet>>,
 }
 
 /// Keys the process environment set at start-up, keys the config file held
@@ -134,6 +141,7 @@ impl RuntimeEnv {
             policy,
             provenance,
             at_rest: AtRestTable::default(),
+            fleet: None,
         }
     }
 
@@ -263,6 +271,9 @@ impl RuntimeEnv {
 
     /// Commits a batch in one config write; returns each update's outcome.
     fn commit(&self, batch: Vec<Pending>) -> Vec<(u64, Outcome)> {
+        if let Some(fleet) = self.fleet.clone() {
+            return self.commit_fleet(&fleet, batch);
+        }
         let current = self.snapshot();
         let mut version = current.version;
         let mut outcomes = Vec::with_capacity(batch.len());

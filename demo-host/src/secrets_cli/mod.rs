@@ -15,8 +15,10 @@
 //!   an API write.
 
 mod dotenv;
+mod migrate;
 
 pub use dotenv::DotEnvError;
+pub use migrate::{MigrateError, MigrateReport, migrate_to_openbao};
 
 use std::{
     collections::BTreeMap,

@@ -24,16 +24,24 @@
 //! - `fault_injection` (debug builds only): the `DEMO_HOST_FAULT_FILE` seam
 //!   the disk-fault tests use.
 //!
-//! Only `config_file` knows the file's schema. A second backend (a secrets
-//! store such as an OpenBao/Vault KV engine) belongs beside it as a module
-//! of its own.
+//! - `backend`: the store seam: `[store] backend = "file"` (the default,
+//!   `config_file`'s `[env]`) or `"openbao"` (SPEC §9);
+//! - `kv`: the OpenBao / Vault KV v2 client (one secret holds every key,
+//!   writes with `cas`, fail-over between a cluster's addresses).
+//!
+//! Only `config_file` knows the file's schema; only `kv` speaks to the
+//! secret store. The runtime environment's side of the KV store (group
+//! commit into one `cas` write, following other hosts' writes) is
+//! `env::runtime::fleet`.
 
 pub(crate) mod atomic;
 pub(crate) mod audit;
+pub(crate) mod backend;
 pub(crate) mod config_file;
 #[cfg(debug_assertions)]
 mod fault_injection;
 pub(crate) mod file_safety;
+pub(crate) mod kv;
 pub(crate) mod lock;
 pub(crate) mod sealed;
 pub(crate) mod secrets_key;
