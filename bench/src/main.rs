@@ -18,6 +18,8 @@
 //! 7. Start-up isolation: exec to listening with 1, 5 and 20 libraries
 //!    (one with an aborting constructor), cold (every library probed in a
 //!    child process) and warm (probe results from the cache).
+//! 8. Live plugin adds: a library dropped into the folder of a running
+//!    host to the first 200 on its route, over 20 drops.
 //!
 //! Run it through `scripts/bench.sh` (release build). `bench profile` runs
 //! in-process requests only, for `valgrind --tool=callgrind`.
@@ -33,6 +35,7 @@ mod growth;
 mod hosts;
 mod in_process;
 mod isolation;
+mod live;
 mod memory;
 mod profile;
 mod report;
@@ -118,6 +121,7 @@ enum Section {
     Startup,
     Connections,
     Isolation,
+    Live,
 }
 
 fn main() -> Result<()> {
@@ -142,6 +146,7 @@ fn run_all(args: Args) -> Result<()> {
             Section::Startup,
             Section::Connections,
             Section::Isolation,
+            Section::Live,
         ]
     } else {
         ctx.args.only.clone()
@@ -179,6 +184,10 @@ fn run_all(args: Args) -> Result<()> {
             Section::Isolation => (
                 "7. Start-up isolation (release demo-host process, cold and warm probe cache)",
                 isolation::isolation(&ctx)?,
+            ),
+            Section::Live => (
+                "8. Live plugin adds (release demo-host process)",
+                live::live(&ctx)?,
             ),
         };
         eprintln!("{title}: {:.1} s", started.elapsed().as_secs_f64());

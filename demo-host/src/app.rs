@@ -1,41 +1,36 @@
 //! Assembling the host: config, registry, runtime environment, plugins, and
 //! the router that serves them.
 
-use std::{path::PathBuf, sync::Arc};
-
-use poem::{
-    Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route,
-    endpoint::{BoxEndpoint, make_sync},
-    http::StatusCode,
-    web::Html,
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
 };
-use poem_openapi::OpenApiService;
+
+#[cfg(feature = "bench")]
+use poem::endpoint::BoxEndpoint;
+use poem::{Endpoint, Response};
 
 use crate::{
     boundary::BoundaryOptions,
     env::at_rest::open_config_env,
-    env::fingerprint::Fingerprinter,
     env::{
         key_policy::{DEFAULT_MAX_VALUE_BYTES, KeyPolicy},
         runtime::RuntimeEnv,
     },
     http::{
-        allow::AllowHeader,
-        api::HostApi,
-        auth,
-        browser::{self, AllowedOrigins, BrowserDefences, OriginError},
-        errors::render_error,
-        host_header,
-        limits::BodyLimits,
+        browser::{AllowedOrigins, OriginError},
         openapi as openapi_doc,
+        router::{RouterParts, SharedEndpoint, host_service},
     },
     plugins::folder::{self, FolderError, Library},
     plugins::{
-        bridge::{BridgeLimits, PluginEndpoint},
+        changes::ChangeNotifier,
+        live::{LivePlugins, ServedPlugin},
         loader::LoadedPlugin,
-        parsed::TokenFingerprint,
         runtime::{RuntimeError, plugin_runtime},
         startup::Startup,
+        watch::{self, FolderWatch, Watcher},
     },
     registry::{self, Registry},
     store::config_file::ConfigStore,
@@ -144,11 +139,12 @@ pub struct Host {
     pub registry: Arc<Registry>,
     /// The runtime environment.
     pub env: Arc<RuntimeEnv>,
-    /// Plugins serving routes.
+    /// Plugins serving routes since start-up (those added while the host
+    /// runs are served too: see [`Host::watch_plugin_folder`]).
     pub plugins: Vec<MountedPlugin>,
     /// Files that were not loaded.
     pub skipped: Vec<SkippedPlugin>,
-    /// The merged OpenAPI document.
+    /// The merged OpenAPI document at start-up.
     pub openapi: serde_json::Value,
     options: HostOptions,
     /// Where plugin futures run (`plugins::runtime`).
@@ -157,6 +153,15 @@ pub struct Host {
     origins: AllowedOrigins,
     /// Held while the host lives: no key rotation runs meanwhile.
     _host_lock: Option<HostLock>,
+    /// The plugins in service, those added while running included, and
+    /// the routers over them (`plugins::live`).
+    live: Arc<LivePlugins>,
+    /// Enabled states from the config file at start-up.
+    enabled_at_start: BTreeMap<String, bool>,
+    /// The libraries start-up dealt with (for the folder watcher).
+    started_with: Vec<PathBuf>,
+    /// The folder watcher, once started.
+    watch: Mutex<Option<FolderWatch>>,
 }
 
 /// A start-up failure: the host does not start.
@@ -227,21 +232,6 @@ fn trusted_libraries(
         }
     }
     Ok((trusted, refused))
-}
-
-fn host_service(
-    registry: &Arc<Registry>,
-    config: &Arc<ConfigStore>,
-) -> OpenApiService<HostApi, ()> {
-    OpenApiService::new(
-        HostApi {
-            registry: Arc::clone(registry),
-            config: Arc::clone(config),
-        },
-        "Milady demo host",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description("An agent-runtime host with dynamically loaded plugins. Routes under `/api` require the API token when one is configured.")
 }
 
 impl Host {
@@ -338,7 +328,26 @@ impl Host {
             boundary: &options.boundary,
         }
         .mount_all(files, &mut openapi);
+        let started_with = plugins
+            .iter()
+            .map(|m| m.plugin.path.clone())
+            .chain(skipped.iter().map(|s| s.path.clone()))
+            .chain(refused.iter().map(|s| s.path.clone()))
+            .collect();
         skipped.extend(refused);
+        let live = Arc::new(LivePlugins::new(
+            plugins
+                .iter()
+                .map(|m| ServedPlugin::of(&m.plugin))
+                .collect(),
+            openapi.clone(),
+        ));
+        // Every applied change is told to the plugins that use its keys.
+        env.listen(Arc::new(ChangeNotifier::new(
+            Arc::clone(&live),
+            Arc::clone(&registry),
+            options.boundary.plugin_timeout,
+        )));
         openapi_doc::add_security(&mut openapi);
 
         Ok(Self {
@@ -352,15 +361,55 @@ impl Host {
             plugin_runtime,
             origins,
             _host_lock: host_lock,
+            live,
+            enabled_at_start: snapshot.plugin_enabled.clone(),
+            started_with,
+            watch: Mutex::new(None),
         })
     }
 
-    /// Tells every mounted plugin that the host is stopping. Plugins built
-    /// against host-api 0.1.0 have no `shutdown` entry point and are skipped.
+    /// Starts watching the plugin folder: a library dropped into it is
+    /// probed, loaded and mounted while the host runs (`plugins::watch`).
+    /// Once only; stopped by [`Host::shutdown_plugins`]. A host without a
+    /// plugin folder, or without a probe program, does not watch.
+    pub fn watch_plugin_folder(&self) {
+        let Some(dir) = &self.options.plugins_dir else {
+            return;
+        };
+        if self.options.boundary.probe_program.is_none() {
+            tracing::info!("no child-process probe: the plugin folder is not watched");
+            return;
+        }
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if watch.is_some() {
+            return;
+        }
+        let watcher = Watcher {
+            dir: dir.clone(),
+            policy: self.options.file_policy,
+            boundary: self.options.boundary.clone(),
+            registry: Arc::clone(&self.registry),
+            env: Arc::clone(&self.env),
+            config: Arc::clone(&self.config),
+            enabled: self.enabled_at_start.clone(),
+            live: Arc::clone(&self.live),
+            baseline: watch::baseline(&self.started_with),
+        };
+        match watcher.start() {
+            Ok(started) => *watch = Some(started),
+            Err(e) => tracing::warn!(error = %e, "cannot watch the plugin folder"),
+        }
+    }
+
+    /// Stops watching the plugin folder, then tells every mounted plugin
+    /// (those added while running too) that the host is stopping. Plugins
+    /// built against host-api 0.1.0 have no `shutdown` entry point and are
+    /// skipped.
     pub fn shutdown_plugins(&self) {
-        for mounted in &self.plugins {
-            let id = mounted.plugin.manifest.id.as_str();
-            match mounted.plugin.module.shutdown() {
+        drop(self.watch.lock().unwrap_or_else(|e| e.into_inner()).take());
+        for served in self.live.plugins().iter() {
+            let id = served.id.as_str();
+            match served.module.shutdown() {
                 Some(shutdown) => {
                     shutdown();
                     tracing::debug!(plugin = id, "plugin shut down");
@@ -388,108 +437,30 @@ impl Host {
         self.router(native)
     }
 
+    /// One endpoint over the router of the plugins in service, rebuilt
+    /// and swapped in when a plugin is added (`plugins::live`,
+    /// `http::router`).
     fn router(
         &self,
-        native: Vec<(String, BoxEndpoint<'static, Response>)>,
+        native: Vec<(String, poem::endpoint::BoxEndpoint<'static, Response>)>,
     ) -> impl Endpoint<Output = Response> + use<> {
-        let service = host_service(&self.registry, &self.config);
-        let host_spec = service.spec();
-        let page = render_swagger_page(&service);
-        let docs_html =
-            openapi_doc::swagger_html(&page, &host_spec, &self.openapi).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "Swagger UI unavailable");
-                String::from("<!doctype html><title>docs unavailable</title>")
-            });
-        let docs_policy = browser::docs_policy(&docs_html);
-        let merged = self.openapi.to_string();
-
-        let mut route = Route::new()
-            .at(
-                "/openapi.json",
-                make_sync(move |_| {
-                    Response::builder()
-                        .content_type("application/json; charset=utf-8")
-                        .body(merged.clone())
-                }),
-            )
-            .at(
-                "/docs",
-                make_sync(move |_| {
-                    // Swagger UI's own inline scripts and styles, nothing else.
-                    Html(docs_html.clone()).with_header(
-                        poem::http::header::CONTENT_SECURITY_POLICY,
-                        docs_policy.clone(),
-                    )
-                }),
-            );
-        let limits = BridgeLimits {
+        let parts = RouterParts {
+            registry: Arc::clone(&self.registry),
+            config: Arc::clone(&self.config),
             body_limit: self.options.body_limit,
             body_timeout: self.options.boundary.body_timeout,
             request_timeout: self.options.boundary.request_timeout,
+            token: self.options.token.as_deref().map(Arc::from),
+            loopback_only: self.options.loopback_only,
+            plugin_runtime: self.plugin_runtime.clone(),
+            origins: self.origins.clone(),
+            native: native
+                .into_iter()
+                .map(|(prefix, ep)| (prefix, SharedEndpoint(Arc::new(ep))))
+                .collect(),
         };
-        for mounted in &self.plugins {
-            let p = &mounted.plugin;
-            let runtime = self.plugin_runtime.clone();
-            let ep = PluginEndpoint::new(p.module, p.manifest.id.as_str(), limits, runtime);
-            for prefix in &p.manifest.routes {
-                route = route.nest_no_strip(prefix.as_str(), ep.clone());
-            }
-        }
-        for (prefix, ep) in native {
-            route = route.nest_no_strip(prefix, ep);
-        }
-        // Inside the host and token checks: nobody unauthenticated makes
-        // the host buffer a body.
-        let route = route.nest("/", service).with(BodyLimits::new(
-            self.options.body_limit,
-            self.options.boundary.body_timeout,
-        ));
-        let token: Option<Arc<str>> = self.options.token.as_deref().map(Arc::from);
-        let token_fingerprint = token
-            .as_deref()
-            .map(|t| TokenFingerprint(Fingerprinter::process().of(t).into()));
-        let loopback_only = self.options.loopback_only;
-        route
-            .around(move |next, req: Request| {
-                let token = token.clone();
-                let token_fingerprint = token_fingerprint.clone();
-                async move {
-                    if let Some(refused) = host_header::refuse(&req, loopback_only) {
-                        return Ok(refused);
-                    }
-                    let mut req = req;
-                    if let Some(fingerprint) = token_fingerprint {
-                        // What a plugin learns of the token (`plugins::parsed`).
-                        req.extensions_mut().insert(fingerprint);
-                    }
-                    auth::require_token(next, req, token.as_deref()).await
-                }
-            })
-            .catch_all_error(render_error)
-            // Outside the renderer, so poem's own 405s are responses by now.
-            .with(AllowHeader::new(&self.openapi))
-            // Outermost: every response, errors and refusals included.
-            .with(BrowserDefences::new(self.origins.clone()))
-            .map_to_response()
-            .into_endpoint()
-    }
-}
-
-fn render_swagger_page(service: &OpenApiService<HostApi, ()>) -> String {
-    let ui = service.swagger_ui();
-    let fut = ui.call(Request::builder().uri_str("/").finish());
-    // The Swagger UI endpoint is synchronous work behind an async signature.
-    let resp = futures_util::FutureExt::now_or_never(fut);
-    match resp {
-        Some(Ok(resp)) => {
-            let resp = resp.into_response();
-            if resp.status() != StatusCode::OK {
-                return String::new();
-            }
-            futures_util::FutureExt::now_or_never(resp.into_body().into_string())
-                .and_then(Result::ok)
-                .unwrap_or_default()
-        }
-        _ => String::new(),
+        self.live.router(Box::new(move |plugins, openapi| {
+            parts.build(plugins, openapi)
+        }))
     }
 }

@@ -63,11 +63,13 @@ pub use store::secrets_key::{
 pub use text::escape_controls;
 
 /// The `demo-host plugin ...` commands: probe a library in a child process,
-/// list the plugin folder, install a library into it.
+/// list the plugin folder, install a library into it (and hear whether a
+/// running host picked it up).
 pub mod plugin_commands {
     pub use crate::plugins::{
         install::{InstallError, Installed, install},
         listing::{ListError, ListedPlugin, list, render_list},
+        pickup::{PICKUP_WAIT, Pickup, PickupWait, await_pickup},
         probe::{ProbeReport, probe_and_exit, probe_here},
     };
 }

@@ -236,8 +236,11 @@ enum PluginCommand {
     /// The file is loaded in a separate process (a broken library cannot
     /// harm a running host), then its id and routes are compared with the
     /// installed plugins'. If all is well it is copied in atomically
-    /// (temporary file, sync, rename); restart the host to load it.
-    /// Otherwise nothing is copied and the reason is printed (exit status 1).
+    /// (temporary file, sync, rename), and a host running on the folder
+    /// loads it: the command waits for that host's word and says whether
+    /// it loaded the library, skipped it, or serves that plugin already (a
+    /// new version waits for a restart). Otherwise nothing is copied and
+    /// the reason is printed (exit status 1).
     Install {
         /// The library to install (a .so / .dylib / .dll built as a cdylib
         /// against host-api).
@@ -524,11 +527,39 @@ fn plugin_command(
                 println!("replaced the previous version in {}", old.display());
             }
             println!("routes: {}", r.routes.join(", "));
-            println!(
-                "restart demo-host to load it (plugins are loaded at start-up, never reloaded)"
-            );
+            print_pickup(plugins_dir, &done.path);
             Ok(())
         }
+    }
+}
+
+/// Whether a host running on `plugins_dir` picked up the library just
+/// installed as `installed` (it watches the folder), as one line.
+fn print_pickup(plugins_dir: &Path, installed: &Path) {
+    use plugin_cli::{Pickup, PickupWait};
+    let dir = demo_host::escape_controls(&plugins_dir.display().to_string()).into_owned();
+    match plugin_cli::await_pickup(plugins_dir, installed, plugin_cli::PICKUP_WAIT) {
+        PickupWait::NoHost => {
+            println!("no running demo-host watches {dir}: start (or restart) demo-host to load it")
+        }
+        PickupWait::Picked(Pickup::Loaded { .. }) => {
+            println!("the running demo-host loaded it: its routes answer now")
+        }
+        PickupWait::Picked(Pickup::PendingRestart { id, version }) => println!(
+            "the running demo-host serves plugin {} already: version {} waits for a restart \
+             (pendingRestart in GET /api/plugins)",
+            demo_host::escape_controls(&id),
+            demo_host::escape_controls(&version)
+        ),
+        PickupWait::Picked(Pickup::Skipped { reason }) => println!(
+            "the running demo-host did not load it: {}",
+            demo_host::escape_controls(&reason)
+        ),
+        PickupWait::TimedOut => println!(
+            "a running demo-host watches {dir} but did not report on the library within {} s; \
+             see GET /api/plugins or its log",
+            plugin_cli::PICKUP_WAIT.as_secs()
+        ),
     }
 }
 
@@ -577,6 +608,8 @@ fn serve(host: Host, bind: SocketAddr, limits: demo_host::ConnectionLimits) -> a
             skipped = host.skipped.len(),
             "serving; open /docs for the API"
         );
+        // A library dropped into the plugin folder from now on is loaded.
+        host.watch_plugin_folder();
         demo_host::serve(
             listener,
             host.endpoint(),

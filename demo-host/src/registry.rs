@@ -150,6 +150,19 @@ pub struct Registry {
     toggle_lock: Mutex<()>,
     /// `[plugins.entries."<id>"].manage_secrets` from the config file.
     manage_secrets: BTreeMap<String, bool>,
+    /// Loaded plugins whose library was replaced while the host runs, by
+    /// id: the new version waits for a restart.
+    pending_restart: Mutex<BTreeMap<String, PendingRestart>>,
+}
+
+/// A new version of a loaded plugin, waiting for the host to restart
+/// (libraries are never unloaded, so it cannot be swapped in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRestart {
+    /// The library file that holds the new version.
+    pub file: String,
+    /// The new version, as its manifest says.
+    pub version: String,
 }
 
 impl Registry {
@@ -182,6 +195,7 @@ impl Registry {
             })),
             toggle_lock: Mutex::new(()),
             manage_secrets: BTreeMap::new(),
+            pending_restart: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -238,6 +252,24 @@ impl Registry {
                 }
             }
         })
+    }
+
+    /// Records that the library of the loaded plugin `id` was replaced by
+    /// `pending` while the host runs (`plugins::watch`).
+    pub(crate) fn mark_pending_restart(&self, id: &str, pending: PendingRestart) {
+        self.pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), pending);
+    }
+
+    /// The new version of the loaded plugin `id` that waits for a restart.
+    pub fn pending_restart(&self, id: &str) -> Option<PendingRestart> {
+        self.pending_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Removes a loaded plugin again (used when its `init` fails).

@@ -11,8 +11,8 @@ use futures_util::FutureExt as _;
 
 use crate::{
     ChangeAck, EnvChangeNotice, FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox,
-    HostError, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest, PluginMod, PluginModRef,
-    PluginServicesBox,
+    HostError, LiveServicesBox, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest,
+    PluginMod, PluginModRef, PluginServicesBox,
 };
 
 /// What a plugin implements; [`crate::export_plugin!`] turns it into the
@@ -98,6 +98,16 @@ pub trait Plugin: 'static {
         drop(notice);
         async { ChangeAck::default() }
     }
+
+    /// Called once, before `init_services` and `init`, with the plugin's
+    /// live-change services (since 0.1.3; an older host never calls it):
+    /// environment updates that answer their restart plan. Keep them when
+    /// you write the environment for someone who wants to know which
+    /// plugins took the change live. The default drops them.
+    fn init_live(services: LiveServicesBox) -> Result<(), HostError> {
+        drop(services);
+        Ok(())
+    }
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`]) as the library's root
@@ -158,6 +168,7 @@ pub fn root_module<P: Plugin>() -> PluginModRef {
         init_services: init_services_shim::<P>,
         handle_parsed: handle_parsed_shim::<P>,
         on_env_change: on_env_change_shim::<P>,
+        init_live: init_live_shim::<P>,
     }
     .leak_into_prefix()
 }
@@ -214,6 +225,12 @@ extern "C" fn manifest_ext_shim<P: Plugin>() -> RResult<ManifestExt, HostError> 
 extern "C" fn init_services_shim<P: Plugin>(services: PluginServicesBox) -> RResult<(), HostError> {
     std::panic::catch_unwind(AssertUnwindSafe(|| P::init_services(services)))
         .unwrap_or_else(|_| Err(panicked("init_services")))
+        .into()
+}
+
+extern "C" fn init_live_shim<P: Plugin>(services: LiveServicesBox) -> RResult<(), HostError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| P::init_live(services)))
+        .unwrap_or_else(|_| Err(panicked("init_live")))
         .into()
 }
 

@@ -87,8 +87,9 @@
 //! with more fields than the host expects but not one with fewer, so each
 //! release that grows [`PluginMod`] keeps the previous layout in [`legacy`],
 //! which the host falls back to: 0.1.1 added `shutdown` and
-//! `handle_shared`, 0.1.2 the entry points above and `on_env_change`, and
-//! plugins built against 0.1.0 and 0.1.1 still load. Released types never
+//! `handle_shared`, 0.1.2 the entry points above and `on_env_change`,
+//! 0.1.3 [`PluginMod::init_live`] (restart plans, [`live`]), and plugins
+//! built against 0.1.0, 0.1.1 and 0.1.2 still load. Released types never
 //! change: new capabilities arrive as new types and versioned service
 //! objects (`docs/writing-a-plugin.md`, "How versions evolve").
 
@@ -101,6 +102,7 @@ pub mod export;
 pub mod http;
 pub mod json;
 pub mod legacy;
+pub mod live;
 pub mod manifest;
 pub mod module;
 pub mod request;
@@ -119,6 +121,7 @@ pub use context::{
 pub use error::HostError;
 pub use export::Plugin;
 pub use http::{FfiRequest, FfiResponse, FfiSharedResponse, Header};
+pub use live::{ApplyMode, EnvUpdateV2, LiveServices, LiveServices_TO, LiveServicesBox, PlanEntry};
 pub use manifest::{ParamSpec, PluginManifest};
 pub use module::{PluginMod, PluginModRef};
 pub use request::{

@@ -15,7 +15,8 @@ use async_ffi::FfiFuture;
 
 use crate::{
     ChangeAck, EnvChangeNotice, FfiRequest, FfiResponse, FfiSharedResponse, HostContextBox,
-    HostError, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest, PluginServicesBox,
+    HostError, LiveServicesBox, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest,
+    PluginServicesBox,
 };
 
 /// The plugin's entry points, exported as its root module.
@@ -68,6 +69,12 @@ pub struct PluginMod {
     /// concerns keys the plugin can see; answers which it applied live.
     #[sabi(missing_field(option))]
     pub on_env_change: extern "C" fn(EnvChangeNotice) -> FfiFuture<ChangeAck>,
+    /// Called once, before `init_services` and `init`, with the plugin's
+    /// live-change services: updates that answer their restart plan
+    /// (added in 0.1.3; the 0.1.2 root module is frozen in
+    /// [`crate::legacy::v0_1_2`]).
+    #[sabi(missing_field(option))]
+    pub init_live: extern "C" fn(LiveServicesBox) -> RResult<(), HostError>,
 }
 
 /// The root module's identity: `abi_stable` finds it in a library by

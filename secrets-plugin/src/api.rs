@@ -6,15 +6,18 @@ use std::{
     sync::Arc,
 };
 
-use abi_stable::std_types::{RNone, RSome};
-use host_api::{EnvChange, ErrorCode, HostContextBox, HostError};
+use abi_stable::std_types::{RNone, ROption, RSome, RVec};
+use host_api::{
+    ApplyMode, ClientInfo, EnvChange, ErrorCode, HostContextBox, HostError, LiveServicesBox,
+    PlanEntry,
+};
 use poem_openapi::{ApiResponse, OpenApi, Tags, param::Header, payload::Json};
 
 use crate::{
     etag::{ETags, Precondition},
     fast::FastGet,
     index::{IndexCache, SecretIndex},
-    model::{DuplicateKey, ErrorBody, SecretsBody, SecretsUpdate, UpdateResult},
+    model::{ApplyKind, DuplicateKey, ErrorBody, SecretsBody, SecretsUpdate, UpdateResult},
     render::BodyCache,
     validate::{self, Invalid},
 };
@@ -202,6 +205,7 @@ impl SecretsApi {
     #[oai(path = "/api/secrets", method = "put", tag = "SecretsTags::Secrets")]
     async fn put_secrets(
         &self,
+        req: &poem::Request,
         body: SecretsUpdate,
         /// An `ETag` from `GET /api/secrets`: apply only if nothing changed since.
         #[oai(name = "If-Match")]
@@ -235,19 +239,49 @@ impl SecretsApi {
             Precondition::EnvVersion(v) => RSome(v),
             Precondition::Stale => return PutResponse::PreconditionFailed(stale()),
         };
-        // Summarised first, so the changes move to the host without a copy.
-        let summary = summarise(&changes, &index);
-        match host
-            .update_env(changes.into(), expected)
-            .await
-            .into_result()
-        {
-            Ok(outcome) => PutResponse::Ok(
-                Json(summary),
-                NO_STORE.into(),
-                self.etags.tag(outcome.version, registry.version),
-            ),
+        let mut summary = summarise(&changes, &index);
+        let client = req.extensions().get::<ClientInfo>().cloned();
+        match apply(host, crate::live(), changes, expected, client).await {
+            Ok((version, plan)) => {
+                if let Some(plan) = plan {
+                    summary.take_plan(&plan);
+                }
+                PutResponse::Ok(
+                    Json(summary),
+                    NO_STORE.into(),
+                    self.etags.tag(version, registry.version),
+                )
+            }
             Err(e) => host_failure(e),
+        }
+    }
+}
+
+/// Writes `changes` through the host. With the live-change services of
+/// host-api 0.1.3 the host also tells the plugins that use the keys, waits
+/// (bounded by its plugin timeout) for those that apply them live, and
+/// answers the restart plan; an older host answers none.
+async fn apply(
+    host: &HostContextBox,
+    live: Option<&LiveServicesBox>,
+    changes: Vec<EnvChange>,
+    expected: ROption<u64>,
+    client: Option<ClientInfo>,
+) -> Result<(u64, Option<RVec<PlanEntry>>), HostError> {
+    match live {
+        Some(live) => {
+            let update = live
+                .update_env_v2(changes.into(), expected, client.unwrap_or_default())
+                .await
+                .into_result()?;
+            Ok((update.version, Some(update.plan)))
+        }
+        None => {
+            let update = host
+                .update_env(changes.into(), expected)
+                .await
+                .into_result()?;
+            Ok((update.version, None))
         }
     }
 }
@@ -282,11 +316,32 @@ fn host_failure(e: HostError) -> PutResponse {
     }
 }
 
+impl UpdateResult {
+    /// Takes the host's restart plan instead of the estimate of
+    /// [`summarise`]. A mode this plugin does not know counts as restart.
+    fn take_plan(&mut self, plan: &[PlanEntry]) {
+        self.restart_plan = plan
+            .iter()
+            .map(|e| {
+                let kind = if e.mode == ApplyMode::LIVE {
+                    ApplyKind::Live
+                } else {
+                    ApplyKind::Restart
+                };
+                (e.plugin.to_string(), kind)
+            })
+            .collect();
+        self.restart_required = self.restart_plan.values().any(|k| *k == ApplyKind::Restart);
+    }
+}
+
+/// What an update changes, and whom: without the host's plan, every
+/// enabled plugin that declares a changed key needs a restart.
 fn summarise(changes: &[EnvChange], index: &SecretIndex) -> UpdateResult {
     let mut updated = Vec::new();
     let mut cleared = Vec::new();
     let mut affected = BTreeSet::new();
-    let mut restart_required = false;
+    let mut restart_plan = BTreeMap::new();
     for change in changes {
         let key = change.key();
         if change.value().is_some() {
@@ -297,7 +352,9 @@ fn summarise(changes: &[EnvChange], index: &SecretIndex) -> UpdateResult {
         if let Some(info) = index.keys.get(key) {
             for d in &info.declared_by {
                 affected.insert(d.id.clone());
-                restart_required |= d.enabled;
+                if d.enabled {
+                    restart_plan.insert(d.id.clone(), ApplyKind::Restart);
+                }
             }
         }
     }
@@ -305,7 +362,8 @@ fn summarise(changes: &[EnvChange], index: &SecretIndex) -> UpdateResult {
         ok: true,
         updated,
         cleared,
-        restart_required,
+        restart_required: !restart_plan.is_empty(),
         affected_plugins: affected.into_iter().collect(),
+        restart_plan,
     }
 }

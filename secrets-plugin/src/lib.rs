@@ -30,7 +30,8 @@ use abi_stable::std_types::{RArc, RVec};
 use futures_util::future::{Either, ready};
 use host_api::{
     ErrorCode, FfiRequest, FfiResponse, FfiSharedResponse, Headers, HostContextBox, HostError,
-    HttpMethod, LogLevel, MANAGE_SECRETS, ManifestExt, ParamSpec, ParsedRequest, ParsedResponse,
+    HttpMethod, LiveServicesBox, LogLevel, MANAGE_SECRETS, ManifestExt, ParamSpec, ParsedRequest,
+    ParsedResponse,
     Plugin, PluginManifest, PluginServicesBox,
 };
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, endpoint::BoxEndpoint};
@@ -161,6 +162,15 @@ static HOST: OnceLock<HostContextBox> = OnceLock::new();
 /// The scoped services of host-api 0.1.2 (absent in an older host).
 static SERVICES: OnceLock<PluginServicesBox> = OnceLock::new();
 
+/// The live-change services of host-api 0.1.3 (absent in an older host).
+static LIVE: OnceLock<LiveServicesBox> = OnceLock::new();
+
+/// The live-change services, when the host lent them: `PUT` writes
+/// through them to answer the restart plan.
+fn live() -> Option<&'static LiveServicesBox> {
+    LIVE.get()
+}
+
 /// The plugin as the host sees it.
 struct SecretsPlugin;
 
@@ -185,6 +195,12 @@ impl Plugin for SecretsPlugin {
 
     fn openapi_json() -> String {
         service(None).spec()
+    }
+
+    fn init_live(services: LiveServicesBox) -> Result<(), HostError> {
+        LIVE.set(services).map_err(|_| {
+            HostError::new(HostError::INIT, "the secrets plugin was initialised twice")
+        })
     }
 
     fn init_services(services: PluginServicesBox) -> Result<(), HostError> {
@@ -253,7 +269,11 @@ fn to_poem(request: ParsedRequest) -> Result<poem::Request, &'static str> {
         .target()
         .parse()
         .map_err(|_| "invalid request target")?;
-    let mut builder = poem::Request::builder().method(method).uri(uri);
+    // Who asked, for the host's log and audit of a write.
+    let mut builder = poem::Request::builder()
+        .method(method)
+        .uri(uri)
+        .extension(request.client.clone());
     for (name, value) in request.headers.iter() {
         builder = builder.header(name, value);
     }

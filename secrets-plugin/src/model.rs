@@ -287,11 +287,26 @@ pub(crate) struct UpdateResult {
     pub(crate) updated: Vec<String>,
     /// Keys that were cleared.
     pub(crate) cleared: Vec<String>,
-    /// Whether an enabled plugin declares a changed key (it reads its
-    /// configuration at start, so the agent should be restarted).
+    /// Whether an enabled plugin that uses a changed key did not take the
+    /// change live (it reads its configuration at start): restart the
+    /// agent for it. `false` when every such plugin applied it live.
     pub(crate) restart_required: bool,
-    /// Ids of every plugin that declares a changed key.
+    /// Ids of every plugin that declares a changed key, enabled or not.
     pub(crate) affected_plugins: Vec<String>,
+    /// For each enabled plugin that uses a changed key: `live` when it
+    /// applied the change without a restart (and acknowledged it within the
+    /// host's plugin timeout), `restart` when it needs one.
+    pub(crate) restart_plan: BTreeMap<String, ApplyKind>,
+}
+
+/// How an enabled plugin takes a change of a key it uses.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub(crate) enum ApplyKind {
+    /// Applied without a restart.
+    Live,
+    /// Needs a restart of the agent.
+    Restart,
 }
 
 impl Example for UpdateResult {
@@ -305,6 +320,11 @@ impl Example for UpdateResult {
                 "@elizaos/plugin-anthropic".into(),
                 "@elizaos/plugin-openai".into(),
             ],
+            // The Anthropic plugin is disabled: not in the plan.
+            restart_plan: BTreeMap::from([(
+                "@elizaos/plugin-openai".to_owned(),
+                ApplyKind::Restart,
+            )]),
         }
     }
 }

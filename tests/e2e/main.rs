@@ -11,6 +11,7 @@ mod docs;
 mod faults;
 mod fleet;
 mod host;
+mod live;
 mod loading;
 mod openapi;
 mod plugin_cli;

@@ -45,6 +45,11 @@ pub struct Artifacts {
     pub boundary: PathBuf,
     /// The minimal plugin the benchmark makes numbered copies of.
     pub numbered: PathBuf,
+    /// A plugin that declares a key live and never acknowledges a change.
+    pub silent: PathBuf,
+    /// A plugin built against the frozen host-api 0.1.2 (before
+    /// `init_live`), which applies its key live.
+    pub old_interface_0_1_2: PathBuf,
 }
 
 fn lib_name(crate_name: &str) -> String {
@@ -107,6 +112,8 @@ fn build() -> Result<Artifacts> {
             "numbered-plugin",
             "-p",
             "scoped-plugin",
+            "-p",
+            "silent-plugin",
         ])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -120,7 +127,7 @@ fn build() -> Result<Artifacts> {
     // semver-compatible `host-api` packages in one lock file): build each
     // with its own lock file, into a folder of their own beside the others.
     let old_target = target_dir.join("old-interface");
-    for fixture in ["old-plugin", "old-plugin-0.1.1"] {
+    for fixture in ["old-plugin", "old-plugin-0.1.1", "old-plugin-0.1.2"] {
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args([
                 "build",
@@ -153,6 +160,8 @@ fn build() -> Result<Artifacts> {
         no_layout: profile_dir.join(lib_name("no-layout-plugin")),
         boundary: profile_dir.join(lib_name("boundary-plugin")),
         numbered: profile_dir.join(lib_name("numbered-plugin")),
+        silent: profile_dir.join(lib_name("silent-plugin")),
+        old_interface_0_1_2: old_profile_dir.join(lib_name("old-plugin-0-1-2")),
     };
     for path in [
         &artifacts.host,
@@ -166,6 +175,8 @@ fn build() -> Result<Artifacts> {
         &artifacts.no_layout,
         &artifacts.boundary,
         &artifacts.numbered,
+        &artifacts.silent,
+        &artifacts.old_interface_0_1_2,
     ] {
         if !path.exists() {
             bail!("expected artifact {} is missing", path.display());
@@ -599,6 +610,45 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default()
+}
+
+/// `numbered`, the bytes of the numbered fixture library, with its slot
+/// marker (`SLOT0000`) replaced by `n` (`SLOT0001`, ...): a distinct plugin,
+/// `@fixtures/numbered-SLOTnnnn` serving `GET /api/numbered-SLOTnnnn`, that
+/// loads beside the others.
+pub fn numbered_copy(numbered: &[u8], n: usize) -> Result<Vec<u8>> {
+    const SLOT: &[u8] = b"SLOT0000";
+    let replacement = format!("SLOT{n:04}").into_bytes();
+    if replacement.len() != SLOT.len() {
+        bail!("slot number {n} too large");
+    }
+    let mut out = numbered.to_vec();
+    let mut found = 0;
+    let mut i = 0;
+    while i + SLOT.len() <= out.len() {
+        if &out[i..i + SLOT.len()] == SLOT {
+            out[i..i + SLOT.len()].copy_from_slice(&replacement);
+            found += 1;
+            i += SLOT.len();
+        } else {
+            i += 1;
+        }
+    }
+    if found == 0 {
+        bail!("the numbered fixture holds no slot marker");
+    }
+    Ok(out)
+}
+
+/// Drops a library into a plugin folder the way an installer should:
+/// written to a temporary name the host never loads, then renamed into
+/// place as `name`.
+pub fn drop_library(plugins_dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let temp = plugins_dir.join(format!(".{name}.partial"));
+    std::fs::write(&temp, bytes)?;
+    let dest = plugins_dir.join(name);
+    std::fs::rename(&temp, &dest)?;
+    Ok(dest)
 }
 
 /// A fixed-width file name for a library on this platform.

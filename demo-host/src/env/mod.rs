@@ -3,4 +3,5 @@
 pub(crate) mod at_rest;
 pub(crate) mod fingerprint;
 pub(crate) mod key_policy;
+pub(crate) mod notify;
 pub(crate) mod runtime;

@@ -14,7 +14,7 @@
 //! so a failure is reported exactly as without batching.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc, Condvar, Mutex, MutexGuard, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -28,6 +28,7 @@ use crate::{
     env::{
         at_rest::{AtRest, AtRestTable},
         key_policy::KeyPolicy,
+        notify::{AppliedChange, ChangeListener, ChangeOrigin, Listener, PlanFuture},
     },
     store::config_file::{ConfigError, ConfigStore},
 };
@@ -54,6 +55,8 @@ pub struct RuntimeEnv {
     provenance: Provenance,
     /// How each key of the config file is stored (encrypted, readable).
     at_rest: AtRestTable,
+    /// Told of every applied change (`env::notify`).
+    listener: Listener,
     /// The fleet's KV store, when the secrets live there instead of the
     /// config file (SPEC §9, `fleet`).
     fleet: Option<Arc<Fleet>>,
@@ -141,6 +144,7 @@ impl RuntimeEnv {
             policy,
             provenance,
             at_rest: AtRestTable::default(),
+            listener: Listener::default(),
             fleet: None,
         }
     }
@@ -186,6 +190,18 @@ impl RuntimeEnv {
     /// The host's key rules.
     pub fn policy(&self) -> &KeyPolicy {
         &self.policy
+    }
+
+    /// Sets the one listener told of every applied change (the host's
+    /// change notifier); `false` when one was set already.
+    pub(crate) fn listen(&self, listener: Arc<dyn ChangeListener>) -> bool {
+        self.listener.set(listener)
+    }
+
+    /// The restart plan of the update that produced `version` and changed
+    /// `keys` (see `env::notify`).
+    pub(crate) fn restart_plan(&self, version: u64, keys: BTreeSet<String>) -> PlanFuture {
+        self.listener.plan(version, keys)
     }
 
     /// The config file the environment is persisted to.
@@ -361,6 +377,13 @@ impl RuntimeEnv {
         drop(updated_at);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             RArc::new(snapshot_from(version, vars));
+        // After the snapshot is in place: whoever is told reads the new values.
+        self.listener.announce(AppliedChange {
+            first_version: current.version + 1,
+            version,
+            keys: changes.iter().map(|c| c.key().to_owned()).collect(),
+            origin: ChangeOrigin::Api,
+        });
     }
 }
 

@@ -45,6 +45,13 @@ struct PluginInfo {
     loaded: bool,
     /// Parameters the plugin declares.
     parameters: Vec<ParameterInfo>,
+    /// `true` when the plugin's library was replaced by another version
+    /// while the host runs: libraries are never unloaded, so the loaded
+    /// version keeps serving until the host restarts.
+    pending_restart: bool,
+    /// The version waiting for the restart (with `pendingRestart`).
+    #[oai(skip_serializing_if_is_none)]
+    pending_version: Option<String>,
 }
 
 /// Every plugin the host knows.
@@ -138,6 +145,8 @@ impl poem_openapi::types::Example for PluginList {
                     required: true,
                     sensitive: true,
                 }],
+                pending_restart: false,
+                pending_version: None,
             }],
         }
     }
@@ -205,7 +214,9 @@ impl HostApi {
     /// List every plugin
     ///
     /// Catalog plugins and loaded plugins, with the parameters they declare
-    /// and their current enabled state.
+    /// and their current enabled state. A plugin added to the plugin folder
+    /// while the host runs is listed as soon as it is mounted; a loaded
+    /// plugin whose library was replaced shows `pendingRestart`.
     #[oai(path = "/api/plugins", method = "get", tag = "HostTags::Plugins")]
     async fn list_plugins(&self) -> Json<PluginList> {
         let snapshot = self.registry.snapshot();
@@ -213,7 +224,8 @@ impl HostApi {
             plugins: snapshot
                 .plugins
                 .iter()
-                .map(|p| PluginInfo {
+                .map(|p| (p, self.registry.pending_restart(p.id.as_str())))
+                .map(|(p, pending)| PluginInfo {
                     id: p.id.to_string(),
                     name: p.name.to_string(),
                     enabled: p.enabled,
@@ -229,6 +241,8 @@ impl HostApi {
                             sensitive: q.sensitive,
                         })
                         .collect(),
+                    pending_restart: pending.is_some(),
+                    pending_version: pending.map(|p| p.version),
                 })
                 .collect(),
         })

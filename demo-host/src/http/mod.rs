@@ -9,6 +9,7 @@ pub(crate) mod errors;
 pub(crate) mod host_header;
 pub(crate) mod limits;
 pub(crate) mod openapi;
+pub(crate) mod router;
 pub(crate) mod stale;
 
 /// Routes the host serves itself; no plugin may claim them (or anything

@@ -273,7 +273,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// Runs an entry point's future on the plugin runtime and awaits it from
 /// the host's side for at most `deadline`. `None`: the deadline passed;
 /// `Some(None)`: the plugin panicked.
-async fn run_on<R: Send + 'static, T: Send + 'static>(
+pub(crate) async fn run_on<R: Send + 'static, T: Send + 'static>(
     runtime: &tokio::runtime::Handle,
     entry: extern "C" fn(R) -> async_ffi::FfiFuture<T>,
     request: R,

@@ -37,9 +37,9 @@ use abi_stable::library::{LibHeader, LibraryError, RawLibrary, lib_header_from_r
 use abi_stable::std_types::{RResult, RString};
 use host_api::{
     ChangeAck, EnvChangeNotice, FfiFuture, FfiRequest, FfiResponse, FfiSharedResponse,
-    HostContextBox, HostError, ManifestExt, ParsedRequest, ParsedResponse, PluginManifest,
-    PluginModRef, PluginServicesBox,
-    legacy::{v0_1_0, v0_1_1},
+    HostContextBox, HostError, LiveServicesBox, ManifestExt, ParsedRequest, ParsedResponse,
+    PluginManifest, PluginModRef, PluginServicesBox,
+    legacy::{v0_1_0, v0_1_1, v0_1_2},
 };
 use object::{Object, ObjectKind, ObjectSegment, read::ReadCache};
 
@@ -124,6 +124,8 @@ pub enum LoadError {
 pub enum PluginModule {
     /// Built against this host's `host-api`.
     Current(PluginModRef),
+    /// Built against `host-api` 0.1.2 (no live-change services).
+    V0_1_2(v0_1_2::PluginModRef),
     /// Built against `host-api` 0.1.1 (no parsed requests, scoped
     /// services, manifest extension or change notices).
     V0_1_1(v0_1_1::PluginModRef),
@@ -136,6 +138,7 @@ impl PluginModule {
     pub fn manifest(&self) -> extern "C" fn() -> RResult<PluginManifest, HostError> {
         match self {
             Self::Current(m) => m.manifest(),
+            Self::V0_1_2(m) => m.manifest(),
             Self::V0_1_1(m) => m.manifest(),
             Self::V0_1_0(m) => m.manifest(),
         }
@@ -145,6 +148,7 @@ impl PluginModule {
     pub fn openapi_json(&self) -> extern "C" fn() -> RResult<RString, HostError> {
         match self {
             Self::Current(m) => m.openapi_json(),
+            Self::V0_1_2(m) => m.openapi_json(),
             Self::V0_1_1(m) => m.openapi_json(),
             Self::V0_1_0(m) => m.openapi_json(),
         }
@@ -154,6 +158,7 @@ impl PluginModule {
     pub fn init(&self) -> extern "C" fn(HostContextBox) -> RResult<(), HostError> {
         match self {
             Self::Current(m) => m.init(),
+            Self::V0_1_2(m) => m.init(),
             Self::V0_1_1(m) => m.init(),
             Self::V0_1_0(m) => m.init(),
         }
@@ -163,6 +168,7 @@ impl PluginModule {
     pub fn handle(&self) -> extern "C" fn(FfiRequest) -> FfiFuture<FfiResponse> {
         match self {
             Self::Current(m) => m.handle(),
+            Self::V0_1_2(m) => m.handle(),
             Self::V0_1_1(m) => m.handle(),
             Self::V0_1_0(m) => m.handle(),
         }
@@ -174,6 +180,7 @@ impl PluginModule {
     ) -> Option<extern "C" fn(FfiRequest) -> FfiFuture<FfiSharedResponse>> {
         match self {
             Self::Current(m) => m.handle_shared(),
+            Self::V0_1_2(m) => m.handle_shared(),
             Self::V0_1_1(m) => m.handle_shared(),
             Self::V0_1_0(_) => None,
         }
@@ -183,6 +190,7 @@ impl PluginModule {
     pub fn shutdown(&self) -> Option<extern "C" fn()> {
         match self {
             Self::Current(m) => m.shutdown(),
+            Self::V0_1_2(m) => m.shutdown(),
             Self::V0_1_1(m) => m.shutdown(),
             Self::V0_1_0(_) => None,
         }
@@ -192,6 +200,7 @@ impl PluginModule {
     pub fn manifest_ext(&self) -> Option<extern "C" fn() -> RResult<ManifestExt, HostError>> {
         match self {
             Self::Current(m) => m.manifest_ext(),
+            Self::V0_1_2(m) => m.manifest_ext(),
             Self::V0_1_1(_) | Self::V0_1_0(_) => None,
         }
     }
@@ -202,6 +211,7 @@ impl PluginModule {
     ) -> Option<extern "C" fn(PluginServicesBox) -> RResult<(), HostError>> {
         match self {
             Self::Current(m) => m.init_services(),
+            Self::V0_1_2(m) => m.init_services(),
             Self::V0_1_1(_) | Self::V0_1_0(_) => None,
         }
     }
@@ -212,7 +222,16 @@ impl PluginModule {
     ) -> Option<extern "C" fn(ParsedRequest) -> FfiFuture<ParsedResponse>> {
         match self {
             Self::Current(m) => m.handle_parsed(),
+            Self::V0_1_2(m) => m.handle_parsed(),
             Self::V0_1_1(_) | Self::V0_1_0(_) => None,
+        }
+    }
+
+    /// The `init_live` entry point, when the plugin has one (since 0.1.3).
+    pub fn init_live(&self) -> Option<extern "C" fn(LiveServicesBox) -> RResult<(), HostError>> {
+        match self {
+            Self::Current(m) => m.init_live(),
+            Self::V0_1_2(_) | Self::V0_1_1(_) | Self::V0_1_0(_) => None,
         }
     }
 
@@ -220,6 +239,7 @@ impl PluginModule {
     pub fn on_env_change(&self) -> Option<extern "C" fn(EnvChangeNotice) -> FfiFuture<ChangeAck>> {
         match self {
             Self::Current(m) => m.on_env_change(),
+            Self::V0_1_2(m) => m.on_env_change(),
             Self::V0_1_1(_) | Self::V0_1_0(_) => None,
         }
     }
@@ -315,6 +335,10 @@ pub(crate) fn load_plugin_from(load_path: &Path, origin: &Path) -> Result<Loaded
         Ok(module) => PluginModule::Current(module),
         // An older plugin has fewer root-module fields than this host
         // expects, which abi_stable refuses; try the frozen older layouts.
+        Err(LibraryError::AbiInstability(_)) if plugin_version.starts_with("0.1.2") => header
+            .init_root_module::<v0_1_2::PluginModRef>()
+            .map(PluginModule::V0_1_2)
+            .map_err(|e| classify(e, Some(&plugin_version)))?,
         Err(LibraryError::AbiInstability(_)) if plugin_version.starts_with("0.1.1") => header
             .init_root_module::<v0_1_1::PluginModRef>()
             .map(PluginModule::V0_1_1)

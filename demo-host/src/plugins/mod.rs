@@ -4,13 +4,17 @@
 //! list, install).
 
 pub(crate) mod bridge;
+pub(crate) mod changes;
 pub(crate) mod deadline;
 pub(crate) mod folder;
 pub(crate) mod install;
 pub(crate) mod listing;
+pub(crate) mod live;
 pub(crate) mod loader;
 pub(crate) mod mount;
 pub(crate) mod parsed;
+pub(crate) mod pickup;
+pub(crate) mod planned;
 pub(crate) mod private_copy;
 pub(crate) mod probe;
 pub(crate) mod probe_cache;
@@ -19,3 +23,4 @@ pub(crate) mod scope;
 pub(crate) mod scoped;
 pub(crate) mod services;
 pub(crate) mod startup;
+pub(crate) mod watch;

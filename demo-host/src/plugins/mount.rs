@@ -15,6 +15,7 @@ use crate::{
     plugins::{
         deadline::{Overrun, run_within},
         loader::{LoadError, LoadedPlugin},
+        planned::PlannedUpdates,
         scope::{self, Scope},
         scoped::ScopedServices,
         services::HostServices,
@@ -125,9 +126,14 @@ pub(crate) fn mount(
     );
     let init = plugin.module.init();
     let init_services = plugin.module.init_services();
+    let init_live = plugin.module.init_live();
+    let planned = PlannedUpdates::new(scoped.clone(), Arc::clone(env));
     let outcome = run_within("init", init_timeout, move || {
-        // The scoped services first (since host-api 0.1.2), right before
-        // `init`, within the same deadline.
+        // The live-change services (since host-api 0.1.3), then the scoped
+        // services (0.1.2), right before `init`, within the same deadline.
+        if let Some(init_live) = init_live {
+            init_live(planned.into_box()).into_result()?;
+        }
         if let Some(init_services) = init_services {
             init_services(scoped.into_box()).into_result()?;
         }

@@ -59,10 +59,10 @@ pub(crate) struct Startup<'a> {
 }
 
 /// A file ready to be loaded in-process.
-struct Prepared {
+pub(crate) struct Prepared {
     copy: PrivateCopy,
     /// What probing found; `None` when the host has no probe program.
-    report: Option<ProbeReport>,
+    pub(crate) report: Option<ProbeReport>,
     /// The report came from the cache.
     cached: bool,
 }
@@ -112,14 +112,11 @@ impl Startup<'_> {
                 Ok(Prepared { cached: false, .. }) => "run",
             };
             let outcome = prepared.and_then(|prepared| {
-                self.load_and_mount(
-                    &path,
-                    prepared,
-                    &mounted,
-                    &reports,
-                    openapi,
-                    &mut blocked_by,
-                )
+                let routes = mounted
+                    .iter()
+                    .flat_map(|m| m.plugin.manifest.routes.iter().map(|r| r.as_str()))
+                    .collect();
+                self.load_and_mount(&path, prepared, routes, &reports, openapi, &mut blocked_by)
             });
             match outcome {
                 Ok((plugin, report)) => {
@@ -146,12 +143,14 @@ impl Startup<'_> {
         (mounted, skipped)
     }
 
-    /// Steps 3 of the module notes for one prepared file.
-    fn load_and_mount(
+    /// Step 3 of the module notes for one prepared file, next to plugins
+    /// that serve `routes` (and were probed as `reports`). Also used for a
+    /// library added while the host runs (`plugins::watch`).
+    pub(crate) fn load_and_mount(
         &self,
         path: &Path,
         prepared: Prepared,
-        mounted: &[MountedPlugin],
+        routes: Vec<&str>,
         reports: &[(PathBuf, ProbeReport)],
         openapi: &mut serde_json::Value,
         blocked_by: &mut Option<PathBuf>,
@@ -194,13 +193,7 @@ impl Startup<'_> {
             }
             Err(other) => return Err(format!("loading failed: {other}")),
         };
-        let served = Served {
-            routes: mounted
-                .iter()
-                .flat_map(|m| m.plugin.manifest.routes.iter().map(|r| r.as_str()))
-                .collect(),
-            openapi,
-        };
+        let served = Served { routes, openapi };
         let plugin = mount(
             plugin,
             self.registry,
@@ -216,7 +209,7 @@ impl Startup<'_> {
 
 /// Step 1 and 2 of the module notes for one file: its private copy and
 /// what probing it found (from the cache when possible).
-fn prepare(
+pub(crate) fn prepare(
     path: &Path,
     probe_program: Option<&Path>,
     cache: Option<&ProbeCache>,

@@ -5,14 +5,21 @@
 //! `HELLO_API_KEY`, a secret (so it shows up in `GET /api/secrets` and can be
 //! set with `PUT /api/secrets`). The response tells whether the key is set,
 //! never its value.
+//!
+//! It applies `HELLO_API_KEY` live: the host tells it of every change of
+//! the key (`on_env_change`), and the plugin takes the new value at once,
+//! as a plugin with a client built from the key would rebuild it. The
+//! response shows what only those notices set: how many arrived, the last
+//! version and when.
 
 #![forbid(unsafe_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use host_api::{
-    ErrorCode, FfiRequest, FfiResponse, HostContextBox, HostError, LogLevel, ParamSpec, Plugin,
-    PluginManifest,
+    ChangeAck, EnvChangeNotice, ErrorCode, FfiRequest, FfiResponse, HostContextBox, HostError,
+    LogLevel, ManifestExt, ParamSpec, Plugin, PluginManifest,
+    abi_stable::std_types::{RString, RVec},
 };
 
 /// The plugin id: unique among the host's plugins.
@@ -26,6 +33,35 @@ pub const GREETING: &str = "HELLO_GREETING";
 
 /// The host services, kept from `init` for every later request.
 static HOST: OnceLock<HostContextBox> = OnceLock::new();
+
+/// What the plugin has applied of its live key, and the notices that
+/// brought it: written at `init` and by `on_env_change` only.
+static APPLIED: Mutex<Applied> = Mutex::new(Applied::new());
+
+/// The state a change notice updates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether the key the plugin works with is set (as a client built
+    /// from it would exist).
+    pub api_key_set: bool,
+    /// Change notices received since the plugin started.
+    pub notices: u64,
+    /// The environment version of the last notice.
+    pub last_version: u64,
+    /// When the last notice arrived, in milliseconds since the Unix epoch.
+    pub last_at_ms: u64,
+}
+
+impl Applied {
+    const fn new() -> Self {
+        Self {
+            api_key_set: false,
+            notices: 0,
+            last_version: 0,
+            last_at_ms: 0,
+        }
+    }
+}
 
 /// The plugin as the host sees it.
 pub struct HelloPlugin;
@@ -47,14 +83,28 @@ impl Plugin for HelloPlugin {
             ))
     }
 
+    fn manifest_ext() -> ManifestExt {
+        // A new HELLO_API_KEY takes effect without a restart (`on_env_change`).
+        ManifestExt::default().with_live_key(API_KEY)
+    }
+
     fn openapi_json() -> String {
         openapi().to_string()
     }
 
     fn init(host: HostContextBox) -> Result<(), HostError> {
         host.log(LogLevel::Info, "hello plugin ready".into());
+        lock_applied().api_key_set = host.env().get(API_KEY).is_some();
         HOST.set(host)
             .map_err(|_| HostError::new(HostError::INIT, "the hello plugin was initialised twice"))
+    }
+
+    async fn on_env_change(notice: EnvChangeNotice) -> ChangeAck {
+        match HOST.get() {
+            Some(host) => apply_change(host, &notice),
+            // Not initialised: nothing applied, so nothing acknowledged.
+            None => ChangeAck::default(),
+        }
     }
 
     // Plain computation plus host services: nothing here needs an async
@@ -73,6 +123,38 @@ impl Plugin for HelloPlugin {
 
 host_api::export_plugin!(HelloPlugin);
 
+/// Applies a change the host announced: reads the key again (where a real
+/// plugin would rebuild its client) and records the notice. Acknowledges
+/// only the keys applied live; a key left out needs a restart.
+pub fn apply_change(host: &HostContextBox, notice: &EnvChangeNotice) -> ChangeAck {
+    let mut applied = lock_applied();
+    if notice.keys.iter().any(|k| k.as_str() == API_KEY) {
+        applied.api_key_set = host.env().get(API_KEY).is_some();
+    }
+    applied.notices += 1;
+    applied.last_version = notice.version;
+    applied.last_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let applied_live: RVec<RString> = notice
+        .keys
+        .iter()
+        .filter(|k| k.as_str() == API_KEY)
+        .cloned()
+        .collect();
+    ChangeAck { applied_live }
+}
+
+/// What the plugin has applied so far.
+pub fn applied() -> Applied {
+    *lock_applied()
+}
+
+fn lock_applied() -> std::sync::MutexGuard<'static, Applied> {
+    // Plain data: a panic elsewhere leaves nothing half-written.
+    APPLIED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Answers one request with the services in `host`.
 pub fn respond(host: &HostContextBox, request: &FfiRequest) -> FfiResponse {
     let path = request.uri.split('?').next().unwrap_or_default();
@@ -89,9 +171,18 @@ pub fn respond(host: &HostContextBox, request: &FfiRequest) -> FfiResponse {
         .unwrap_or_else(|| "Hello".to_owned());
     // Only whether the secret is set leaves the plugin, never its value.
     let api_key_set = env.get(API_KEY).is_some_and(|v| !v.value.is_empty());
+    // Set by the change notices only: a plugin that merely read the
+    // environment per request would have nothing to show here.
+    let live = applied();
     let body = serde_json::json!({
         "greeting": format!("{word} from the hello plugin!"),
         "apiKeySet": api_key_set,
+        "liveChanges": {
+            "apiKeyApplied": live.api_key_set,
+            "notices": live.notices,
+            "lastVersion": live.last_version,
+            "lastAtMs": live.last_at_ms,
+        },
     });
     FfiResponse::json(200, body.to_string())
 }
@@ -111,7 +202,7 @@ pub fn openapi() -> serde_json::Value {
                     "operationId": "getHello",
                     "responses": {
                         "200": {
-                            "description": "The greeting, and whether HELLO_API_KEY is set",
+                            "description": "The greeting, whether HELLO_API_KEY is set, and the change notices applied",
                             "content": { "application/json": { "schema": {
                                 "$ref": "#/components/schemas/Hello"
                             } } }
@@ -122,10 +213,21 @@ pub fn openapi() -> serde_json::Value {
         },
         "components": { "schemas": { "Hello": {
             "type": "object",
-            "required": ["greeting", "apiKeySet"],
+            "required": ["greeting", "apiKeySet", "liveChanges"],
             "properties": {
                 "greeting": { "type": "string" },
-                "apiKeySet": { "type": "boolean" }
+                "apiKeySet": { "type": "boolean" },
+                "liveChanges": { "$ref": "#/components/schemas/HelloLiveChanges" }
+            }
+        }, "HelloLiveChanges": {
+            "type": "object",
+            "description": "What the plugin applied from the host's change notices",
+            "required": ["apiKeyApplied", "notices", "lastVersion", "lastAtMs"],
+            "properties": {
+                "apiKeyApplied": { "type": "boolean", "description": "HELLO_API_KEY is set, as of the last notice" },
+                "notices": { "type": "integer", "description": "Change notices received since the plugin started" },
+                "lastVersion": { "type": "integer", "description": "The environment version of the last notice (0: none yet)" },
+                "lastAtMs": { "type": "integer", "description": "When the last notice arrived, in milliseconds since the Unix epoch (0: none yet)" }
             }
         } } }
     })
@@ -209,10 +311,9 @@ mod tests {
         let h = host(vec![(API_KEY, canary), (GREETING, "Howdy")]);
         let resp = respond(&h, &get("/api/hello?x=1"));
         assert_eq!(resp.status, 200);
-        assert_eq!(
-            body(&resp),
-            serde_json::json!({"greeting": "Howdy from the hello plugin!", "apiKeySet": true})
-        );
+        let body = body(&resp);
+        assert_eq!(body["greeting"], "Howdy from the hello plugin!");
+        assert_eq!(body["apiKeySet"], true);
         assert!(!String::from_utf8_lossy(&resp.body).contains("CANARY"));
     }
 
@@ -235,6 +336,40 @@ mod tests {
         let resp = respond(&h, &put);
         assert_eq!(resp.status, 405);
         assert_eq!(body(&resp)["code"], "method_not_allowed");
+    }
+
+    fn notice(version: u64, keys: &[&str]) -> EnvChangeNotice {
+        EnvChangeNotice {
+            version,
+            keys: keys.iter().map(|k| RString::from(*k)).collect(),
+            origin: "api".into(),
+        }
+    }
+
+    #[test]
+    fn a_change_notice_is_applied_counted_and_acknowledged_for_the_live_key_only() {
+        let before = applied().notices;
+        let h = host(vec![(API_KEY, "sk-hello-CANARY-0123456789")]);
+        let ack = apply_change(&h, &notice(41, &[API_KEY, GREETING]));
+        // Only the key it applies live is acknowledged.
+        assert_eq!(ack.applied_live.as_slice(), [RString::from(API_KEY)]);
+        let now = applied();
+        assert!(now.notices > before);
+        assert!(now.last_at_ms > 0);
+        let resp = respond(&h, &get("/api/hello"));
+        let live = &body(&resp)["liveChanges"];
+        assert!(
+            live["notices"].as_u64().is_some_and(|n| n > before),
+            "{live}"
+        );
+        assert!(!String::from_utf8_lossy(&resp.body).contains("CANARY"));
+        // A notice about other keys applies nothing live.
+        assert!(
+            apply_change(&h, &notice(42, &[GREETING]))
+                .applied_live
+                .is_empty()
+        );
+        assert!(HelloPlugin::manifest_ext().applies_live(API_KEY));
     }
 
     #[test]
