@@ -1,7 +1,8 @@
 //! Swagger UI (`/docs`) in a real headless Chromium, driven through
 //! chromedriver on loopback: the page renders, lists the plugin's and the
 //! host's operations, "Try it out" → "Execute" reads the secrets redacted,
-//! and a `PUT` sent from the page shows in the following `GET`.
+//! a `PUT` sent from the page shows in the following `GET`, and a plugin
+//! dropped into the running host's folder is listed after a reload.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/setup-browser.sh`).
 //! Without them the test prints `SKIPPED: ...` and passes, except in CI
@@ -283,6 +284,35 @@ async fn drive(client: &Client, h: &HostProcess, shots: &Path) -> Result<()> {
     // that uses it, which reports only whether it is set).
     let (status, greeting) = crate::get(h, "/api/hello").await?;
     ensure!(status == 200 && greeting["apiKeySet"] == true, "{greeting}");
+
+    // A plugin dropped into the running host's folder: once it answers,
+    // a reload of the page lists its operation.
+    let numbered = std::fs::read(&artifacts()?.numbered)?;
+    e2e_tests::drop_library(
+        &h.dir.path().join("plugins"),
+        "libnumbered_browser.so",
+        &e2e_tests::numbered_copy(&numbered, 7)?,
+    )?;
+    let added = "/api/numbered-SLOT0007";
+    let start = Instant::now();
+    loop {
+        let status = e2e_tests::client().get(h.url(added)).send().await?.status();
+        if status == 200 {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "the dropped plugin did not answer within 10 s (last status {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.refresh().await?;
+    wait_for(client, ".opblock").await?;
+    let op = operation(client, "get", added)
+        .await
+        .context("the live-added plugin's operation is listed after a reload")?;
+    scroll_to(client, &op).await?;
+    save_screenshot(client, &shots.join("swagger-ui-5-live-added-plugin.png")).await?;
     Ok(())
 }
 
