@@ -88,6 +88,20 @@ impl Ctx {
         )
     }
 
+    /// Points a spawned host at a home of the bench's own (`HOME`,
+    /// `XDG_DATA_HOME` in the work folder): its secrets key is never the
+    /// machine's.
+    pub(crate) fn own_home<'a>(
+        &self,
+        cmd: &'a mut std::process::Command,
+    ) -> &'a mut std::process::Command {
+        let home = self.work.path().join("home");
+        cmd.env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env_remove("MILADY_SECRETS_KEY")
+            .env_remove("MILADY_SECRETS_KEY_FILE")
+    }
+
     /// Serves `ep` on a fresh loopback port of the server runtime.
     pub(crate) fn serve<E>(&self, ep: E) -> Result<SocketAddr>
     where

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use demo_host::{ConfigStore, Host, HostOptions, HostServices, NativeParsedEndpoint};
+use demo_host::{ConfigStore, Host, HostOptions, HostServices, NativeParsedEndpoint, SecretsKey};
 
 /// The file name of the plugin library on this platform.
 pub(crate) fn lib_file_name() -> String {
@@ -47,11 +47,36 @@ pub(crate) fn build_host(
     env: &[(String, String)],
     copies: &AtomicUsize,
 ) -> Result<Host> {
+    build_host_with(dir, plugin, catalog, env, copies, |_| {})
+}
+
+/// [`build_host`] with `adjust` applied to the options last (e.g. the
+/// audit log off, to measure what it costs).
+pub(crate) fn build_host_with(
+    dir: &Path,
+    plugin: Option<&Path>,
+    catalog: &Path,
+    env: &[(String, String)],
+    copies: &AtomicUsize,
+    adjust: impl FnOnce(&mut HostOptions),
+) -> Result<Host> {
     std::fs::create_dir_all(dir)?;
     let config = dir.join("milady.toml");
     ConfigStore::new(&config).create_default_if_missing()?;
     let mut options = HostOptions::new(&config);
     options.catalogs = vec![catalog.to_owned()];
+    // A key of the bench's own, beside (not in) the config's folder.
+    let name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    options.secrets_key = SecretsKey::File(
+        dir.parent()
+            .unwrap_or(dir)
+            .join("keys")
+            .join(name)
+            .join("secrets.key"),
+    );
     if let Some(lib) = plugin {
         // Each host loads its own copy: the library keeps its endpoint in a
         // static, and a copy is a separate load with its own statics.
@@ -62,6 +87,7 @@ pub(crate) fn build_host(
             .with_context(|| format!("copying the plugin library {}", lib.display()))?;
         options.plugins_dir = Some(plugins);
     }
+    adjust(&mut options);
     let host = Host::build(options, env.to_vec())?;
     if plugin.is_some() && host.plugins.is_empty() {
         let reasons: Vec<&str> = host.skipped.iter().map(|s| s.reason.as_str()).collect();

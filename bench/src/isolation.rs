@@ -110,6 +110,7 @@ fn start_once(ctx: &Ctx, dir: &Path, folder: &Path, cache: &Path) -> Result<(Dur
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
+    ctx.own_home(&mut cmd);
     let started = Instant::now();
     let e2e_tests::Launched { mut child, log, .. } =
         e2e_tests::spawn_listening(&mut cmd, Duration::from_secs(60))

@@ -50,6 +50,7 @@ pub(crate) fn start_host(ctx: &Ctx, dir: &Path, plugins: &Path) -> Result<Starte
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
+    ctx.own_home(&mut cmd);
     let e2e_tests::Launched {
         mut child,
         base,

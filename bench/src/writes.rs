@@ -1,6 +1,8 @@
 //! Section 3, durable writes: `PUT` latency vs. the physical floor of a
-//! durable replace of the same file, and `PUT` throughput from 32 clients
-//! vs. 1.
+//! durable replace of the same file, `PUT` latency with values encrypted
+//! at rest (the default) vs. the same host storing them in plaintext
+//! (`[security] encrypt_env = false`, the write path before encryption),
+//! and `PUT` throughput from 32 clients vs. 1.
 
 use std::{
     path::Path,
@@ -14,6 +16,8 @@ use bench::{
     load::{self, Load, Requests},
     stats::{Spread, percentile},
 };
+
+use demo_host::ConfigStore;
 
 use crate::{
     context::Ctx,
@@ -38,27 +42,29 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
     );
     let addr = ctx.serve(host.endpoint())?;
     let keys = Arc::new(keys);
-    let make = {
-        let keys = Arc::clone(&keys);
-        move |conn: usize, seq: u64| {
-            let key = &keys[conn % keys.len()];
-            let body = format!(
-                r#"{{"secrets":{{"{key}":"bench-value-{conn:02}-{seq:08}-abcdefghijklmnop"}}}}"#
-            );
-            load::request("PUT", addr, "/api/secrets", Some(body.as_bytes()))
-        }
-    };
-    let put = |clients: usize| Load {
-        addr,
-        connections: clients,
-        duration: ctx.round(),
-        max_per_connection: 100_000,
-        requests: Requests::Generated(Arc::new(make.clone())),
-    };
-    let (one, many) = (put(1), put(32));
+    let (one, many) = (
+        put_load(ctx, addr, &keys, 1),
+        put_load(ctx, addr, &keys, 32),
+    );
     ctx.load(&Load {
         duration: Duration::from_millis(300),
         ..many.clone()
+    })?;
+    // The same host storing values in plaintext: the reference for what
+    // encryption at rest adds to a write.
+    let plain_dir = ctx.work.path().join("writes-plain");
+    std::fs::create_dir_all(&plain_dir)?;
+    let plain_config = plain_dir.join("milady.toml");
+    std::fs::write(&plain_config, "[security]\nencrypt_env = false\n\n[env]\n")?;
+    std::fs::set_permissions(
+        &plain_config,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let plain = ctx.host("writes-plain", true, &cat.path, &cat.keys)?;
+    let plain_one = put_load(ctx, ctx.serve(plain.endpoint())?, &keys, 1);
+    ctx.load(&Load {
+        duration: Duration::from_millis(300),
+        ..plain_one.clone()
     })?;
     let config = ctx.work.path().join("writes").join("milady.toml");
 
@@ -67,8 +73,9 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
     let (mut tput1, mut tput32, mut floor_rate) = (Vec::new(), Vec::new(), Vec::new());
     let (mut r_p50, mut r_p99, mut r_tput) = (Vec::new(), Vec::new(), Vec::new());
     let mut writes_per_put = Vec::new();
+    let (mut plain_p50, mut r_sealed) = (Vec::new(), Vec::new());
     for round in 0..ctx.args.rounds {
-        let mut steps = [0, 1, 2];
+        let mut steps = [0, 1, 2, 3];
         if round % 2 == 1 {
             steps.reverse();
         }
@@ -87,6 +94,11 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
                     floor_p99.push(p99);
                     floor_rate.push(rate);
                 }
+                3 => {
+                    let r = ctx.load(&plain_one)?;
+                    ensure!(r.errors == 0, "{} plaintext PUTs failed", r.errors);
+                    plain_p50.push(r.percentile_us(50.0));
+                }
                 _ => {
                     let commits = host.env.commits();
                     let r = ctx.load(&many)?;
@@ -100,9 +112,23 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         r_p50.push(last(&put_p50) / last(&floor_p50));
         r_p99.push(last(&put_p99) / last(&floor_p99));
         r_tput.push(last(&tput32) / last(&tput1));
+        r_sealed.push(last(&put_p50) / last(&plain_p50));
     }
+    ensure!(
+        ConfigStore::new(&config).load()?.sealed.len() == 32
+            && ConfigStore::new(&plain_config).load()?.sealed.is_empty(),
+        "the encrypted host stored its values encrypted and the other in plaintext"
+    );
     let (p50, p99) = (Spread::of(&r_p50), Spread::of(&r_p99));
+    let sealed = Spread::of(&r_sealed);
     Ok(vec![
+        Row::new(
+            "PUT p50 latency µs (1 client), encrypted vs plaintext at rest",
+            fmt_spread(Spread::of(&put_p50), 0, ""),
+        )
+        .reference(fmt_spread(Spread::of(&plain_p50), 0, ""))
+        .ratio(sealed)
+        .target("≤ 1.2×", sealed.median <= 1.2),
         Row::new(
             "PUT p50 latency µs (1 client) vs floor",
             fmt_spread(Spread::of(&put_p50), 0, ""),
@@ -132,6 +158,31 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
             fmt_spread(Spread::of(&floor_rate), 0, ""),
         ),
     ])
+}
+
+/// `clients` connections PUTting one key each (of `keys`) to `addr` for a
+/// round.
+fn put_load(
+    ctx: &Ctx,
+    addr: std::net::SocketAddr,
+    keys: &Arc<Vec<String>>,
+    clients: usize,
+) -> Load {
+    let keys = Arc::clone(keys);
+    let make = move |conn: usize, seq: u64| {
+        let key = &keys[conn % keys.len()];
+        let body = format!(
+            r#"{{"secrets":{{"{key}":"bench-value-{conn:02}-{seq:08}-abcdefghijklmnop"}}}}"#
+        );
+        load::request("PUT", addr, "/api/secrets", Some(body.as_bytes()))
+    };
+    Load {
+        addr,
+        connections: clients,
+        duration: ctx.round(),
+        max_per_connection: 100_000,
+        requests: Requests::Generated(Arc::new(make)),
+    }
 }
 
 /// The floor: replaces `config` with its own bytes for `budget`; returns

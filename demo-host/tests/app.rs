@@ -1,12 +1,14 @@
 //! The host's router in-process (no plugin library, no socket): registry
 //! routes, JSON errors, auth, the Host-header check and the documents.
 
-use demo_host::{Host, HostOptions};
+use demo_host::{Host, HostOptions, SecretsKey};
 use poem::{Endpoint, http::StatusCode, test::TestClient};
 use serde_json::{Value, json};
 
 fn host(dir: &tempfile::TempDir, token: Option<&str>) -> Host {
     let mut options = HostOptions::new(dir.path().join("milady.toml"));
+    // A key of the test's own, never the machine's.
+    options.secrets_key = SecretsKey::File(dir.path().join("key").join("secrets.key"));
     options.token = token.map(str::to_owned);
     Host::build(options, Vec::new()).expect("host builds")
 }
@@ -169,7 +171,9 @@ async fn invalid_config_stops_start_up_with_position() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("milady.toml");
     std::fs::write(&path, "[env]\nA = \"ok\"\nB = = \"SECRET-CANARY\"\n").expect("write");
-    let err = match Host::build(HostOptions::new(&path), Vec::new()) {
+    let mut options = HostOptions::new(&path);
+    options.secrets_key = SecretsKey::File(dir.path().join("key").join("secrets.key"));
+    let err = match Host::build(options, Vec::new()) {
         Ok(_) => panic!("an invalid config must stop start-up"),
         Err(e) => e.to_string(),
     };

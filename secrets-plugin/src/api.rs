@@ -184,9 +184,12 @@ impl SecretsApi {
         let registry = host.registry();
         let env = host.env();
         // Rendered once per (registry, environment) version pair.
-        let body = self
-            .bodies
-            .get(&registry, &env, || self.index.get(&registry));
+        let body = self.bodies.get(
+            &registry,
+            &env,
+            || self.index.get(&registry),
+            crate::stored_keys,
+        );
         GetResponse::Ok(
             body,
             NO_STORE.into(),

@@ -54,9 +54,12 @@ impl FastGet {
         let registry = self.host.registry();
         let env = self.host.env();
         // Rendered once per (registry, environment) version pair.
-        let body = self
-            .bodies
-            .get(&registry, &env, || self.index.get(&registry));
+        let body = self.bodies.get(
+            &registry,
+            &env,
+            || self.index.get(&registry),
+            crate::stored_keys,
+        );
         let mut cached = self.headers.lock().unwrap_or_else(|e| e.into_inner());
         let headers = match &*cached {
             Some(c) if c.env_version == env.version && c.registry_version == registry.version => {

@@ -31,8 +31,7 @@ use futures_util::future::{Either, ready};
 use host_api::{
     ErrorCode, FfiRequest, FfiResponse, FfiSharedResponse, Headers, HostContextBox, HostError,
     HttpMethod, LiveServicesBox, LogLevel, MANAGE_SECRETS, ManifestExt, ParamSpec, ParsedRequest,
-    ParsedResponse,
-    Plugin, PluginManifest, PluginServicesBox,
+    ParsedResponse, Plugin, PluginManifest, PluginServicesBox,
 };
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, endpoint::BoxEndpoint};
 use poem_openapi::OpenApiService;
@@ -169,6 +168,15 @@ static LIVE: OnceLock<LiveServicesBox> = OnceLock::new();
 /// through them to answer the restart plan.
 fn live() -> Option<&'static LiveServicesBox> {
     LIVE.get()
+}
+
+/// How the host stores each key, from its key records (host-api 0.1.2):
+/// encrypted or not, unreadable and why. Empty with an older host.
+fn stored_keys() -> render::StoredKeys {
+    SERVICES
+        .get()
+        .map(|services| render::stored_keys(&services.key_records_v1()))
+        .unwrap_or_default()
 }
 
 /// The plugin as the host sees it.

@@ -107,6 +107,16 @@ pub(crate) struct SecretInfo {
     /// Where the current value came from (absent when unset).
     #[oai(skip_serializing_if_is_none)]
     pub(crate) source: Option<SecretSource>,
+    /// Whether the host's config file stores the key encrypted (`{ age =
+    /// "…" }`); `false` for a plaintext value, a value only in the process
+    /// environment, or no value.
+    pub(crate) encrypted: bool,
+    /// Present when the stored value cannot be read (the secrets key is
+    /// missing or another one, or the text is damaged): why. The key then
+    /// shows as not set; the host keeps the stored bytes until a `PUT` of
+    /// this key replaces them.
+    #[oai(skip_serializing_if_is_none)]
+    pub(crate) unreadable: Option<String>,
 }
 
 impl Example for SecretInfo {
@@ -124,6 +134,8 @@ impl Example for SecretInfo {
             required: true,
             description: "API key for the OpenAI platform".into(),
             source: Some(SecretSource::Config),
+            encrypted: true,
+            unreadable: None,
         }
     }
 }
@@ -152,6 +164,8 @@ impl Example for SecretsView {
             required: false,
             description: "API key for the Anthropic API".into(),
             source: None,
+            encrypted: false,
+            unreadable: None,
         };
         Self {
             secrets: BTreeMap::from([

@@ -8,17 +8,21 @@
 //!   `pluginEnabled`, `usedBy`, `required`, `description`) is rendered to
 //!   JSON text once per registry version;
 //! - a request renders only what depends on the environment (`value`, `set`,
-//!   `source`) around those fragments;
+//!   `source`, and how the host stores the key: `encrypted`, `unreadable`)
+//!   around those fragments;
 //! - the finished body is kept until either version moves, so repeated
 //!   `GET`s copy bytes and nothing else.
 //!
 //! The bytes are exactly those poem-openapi would produce (same fields, same
 //! order, same escaping); a property test holds the two side by side.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use abi_stable::std_types::{RArc, RVec};
-use host_api::{EnvSnapshot, EnvSource, RegistrySnapshot};
+use host_api::{EnvSnapshot, EnvSource, KeyRecord, RegistrySnapshot};
 
 use crate::{
     index::{KeyInfo, SecretIndex},
@@ -34,6 +38,37 @@ enum Part {
     Value,
     Set,
     Source,
+    Encrypted,
+    Unreadable,
+}
+
+/// How the host stores one key (from its key records, SPEC §7).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// The config file holds it encrypted.
+    pub(crate) encrypted: bool,
+    /// Why its stored value cannot be read, if it cannot.
+    pub(crate) unreadable: Option<String>,
+}
+
+/// [`Stored`] by key. The host's records change only with the environment
+/// (a write, or start-up), so they are asked for once per rendered body.
+pub(crate) type StoredKeys = BTreeMap<String, Stored>;
+
+/// [`StoredKeys`] from the host's key records.
+pub(crate) fn stored_keys(records: &[KeyRecord]) -> StoredKeys {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.key.to_string(),
+                Stored {
+                    encrypted: r.encrypted,
+                    unreadable: (!r.readable).then(|| r.unreadable_reason.to_string()),
+                },
+            )
+        })
+        .collect()
 }
 
 /// One key: its name, its `"KEY":` prefix, and its parts.
@@ -65,12 +100,14 @@ pub(crate) struct BodyCache {
 
 impl BodyCache {
     /// The body for these snapshots, rendered only when a version moved;
-    /// `index` gives the secret index of `registry` when it is needed.
+    /// `index` gives the secret index of `registry`, and `stored` how the
+    /// host stores each key, when they are needed.
     pub(crate) fn get(
         &self,
         registry: &RegistrySnapshot,
         env: &EnvSnapshot,
         index: impl FnOnce() -> Arc<SecretIndex>,
+        stored: impl FnOnce() -> StoredKeys,
     ) -> SecretsBody {
         if let Some(b) = &*lock(&self.body)
             && b.registry_version == registry.version
@@ -79,7 +116,7 @@ impl BodyCache {
             return SecretsBody(b.bytes.clone());
         }
         let fragments = self.fragments(registry.version, index);
-        let bytes = SharedBody(RArc::new(RVec::from(render(&fragments, env))));
+        let bytes = SharedBody(RArc::new(RVec::from(render(&fragments, env, &stored()))));
         *lock(&self.body) = Some(Body {
             registry_version: registry.version,
             env_version: env.version,
@@ -109,10 +146,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Renders the body for `index` and `env` (uncached).
+/// Renders the body for `index`, `env` and `stored` (uncached).
 #[cfg(test)]
-fn render_view(index: &SecretIndex, env: &EnvSnapshot) -> Vec<u8> {
-    render(&Fragments::build(index, index.registry_version), env)
+fn render_view(index: &SecretIndex, env: &EnvSnapshot, stored: &StoredKeys) -> Vec<u8> {
+    render(
+        &Fragments::build(index, index.registry_version),
+        env,
+        stored,
+    )
 }
 
 /// Whether `serde_json` objects keep their keys sorted (its default) rather
@@ -176,6 +217,8 @@ fn parts(info: &KeyInfo) -> Vec<Part> {
         Value,
         Set,
         Source,
+        Encrypted,
+        Unreadable,
     }
     let primary = info.primary();
     let fixed = |f: &dyn Fn(&mut Vec<u8>)| {
@@ -221,6 +264,8 @@ fn parts(info: &KeyInfo) -> Vec<Part> {
         ("required", fixed(&|o| push_bool(o, info.required()))),
         ("description", fixed(&|o| push_str(o, info.description()))),
         ("source", Field::Source),
+        ("encrypted", Field::Encrypted),
+        ("unreadable", Field::Unreadable),
     ]);
     let mut parts = Vec::new();
     let mut run: Vec<u8> = Vec::new();
@@ -244,6 +289,8 @@ fn parts(info: &KeyInfo) -> Vec<Part> {
                 parts.push(match dynamic {
                     Field::Value => Part::Value,
                     Field::Set => Part::Set,
+                    Field::Encrypted => Part::Encrypted,
+                    Field::Unreadable => Part::Unreadable,
                     _ => Part::Source,
                 });
             }
@@ -261,7 +308,7 @@ fn source_name(source: EnvSource) -> &'static str {
     }
 }
 
-fn render(fragments: &Fragments, env: &EnvSnapshot) -> Vec<u8> {
+fn render(fragments: &Fragments, env: &EnvSnapshot, stored: &StoredKeys) -> Vec<u8> {
     let fixed_len: usize = fragments
         .entries
         .iter()
@@ -282,6 +329,7 @@ fn render(fragments: &Fragments, env: &EnvSnapshot) -> Vec<u8> {
     // sorted by key: walk them together instead of a search per key, so
     // rendering stays linear in the number of keys.
     let mut vars = env.vars.iter().peekable();
+    let mut stored = stored.iter().peekable();
     for (i, entry) in fragments.entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -293,6 +341,13 @@ fn render(fragments: &Fragments, env: &EnvSnapshot) -> Vec<u8> {
             .is_some()
         {}
         let var = vars.next_if(|v| v.key.as_str() == entry.key.as_str());
+        while stored
+            .next_if(|(k, _)| k.as_str() < entry.key.as_str())
+            .is_some()
+        {}
+        let at_rest = stored
+            .next_if(|(k, _)| k.as_str() == entry.key.as_str())
+            .map(|(_, s)| s);
         let mut first = true;
         for part in &entry.parts {
             let mut sep = |out: &mut Vec<u8>| {
@@ -323,6 +378,18 @@ fn render(fragments: &Fragments, env: &EnvSnapshot) -> Vec<u8> {
                         push_str(&mut out, source_name(v.source));
                     }
                 }
+                Part::Encrypted => {
+                    sep(&mut out);
+                    out.extend_from_slice(b"\"encrypted\":");
+                    push_bool(&mut out, at_rest.is_some_and(|s| s.encrypted));
+                }
+                Part::Unreadable => {
+                    if let Some(reason) = at_rest.and_then(|s| s.unreadable.as_deref()) {
+                        sep(&mut out);
+                        out.extend_from_slice(b"\"unreadable\":");
+                        push_str(&mut out, reason);
+                    }
+                }
             }
         }
         out.push(b'}');
@@ -341,12 +408,13 @@ mod tests {
 
     /// The `GET` view built from the index and the environment, as
     /// poem-openapi would serialise it.
-    fn view(index: &SecretIndex, env: &EnvSnapshot) -> SecretsView {
+    fn view(index: &SecretIndex, env: &EnvSnapshot, stored: &StoredKeys) -> SecretsView {
         let secrets = index
             .keys
             .iter()
             .map(|(key, info)| {
                 let var = env.get(key);
+                let at_rest = stored.get(key);
                 let primary = info.primary();
                 let entry = SecretInfo {
                     value: var.map(|v| redact(&v.value)).unwrap_or_default(),
@@ -365,6 +433,8 @@ mod tests {
                     required: info.required(),
                     description: info.description().to_owned(),
                     source: var.map(|v| SecretSource::from(v.source)),
+                    encrypted: at_rest.is_some_and(|s| s.encrypted),
+                    unreadable: at_rest.and_then(|s| s.unreadable.clone()),
                 };
                 (key.clone(), entry)
             })
@@ -373,8 +443,8 @@ mod tests {
     }
 
     /// What poem-openapi produces for the same view.
-    fn reference(index: &SecretIndex, env: &EnvSnapshot) -> Vec<u8> {
-        let json = view(index, env).to_json();
+    fn reference(index: &SecretIndex, env: &EnvSnapshot, stored: &StoredKeys) -> Vec<u8> {
+        let json = view(index, env, stored).to_json();
         serde_json::to_vec(&json).unwrap_or_default()
     }
 
@@ -457,11 +527,30 @@ mod tests {
             ("K3".into(), "short".into(), 2),
             ("N".into(), "x".into(), 1),
         ]);
-        let ours = render_view(&index, &env);
+        let stored = StoredKeys::from([
+            (
+                "K1".to_owned(),
+                Stored {
+                    encrypted: true,
+                    unreadable: None,
+                },
+            ),
+            (
+                "K2".to_owned(),
+                Stored {
+                    encrypted: true,
+                    unreadable: Some("no usable \"key\"\n".into()),
+                },
+            ),
+        ]);
+        let ours = render_view(&index, &env, &stored);
         assert_eq!(
             String::from_utf8_lossy(&ours),
-            String::from_utf8_lossy(&reference(&index, &env))
+            String::from_utf8_lossy(&reference(&index, &env, &stored))
         );
+        let text = String::from_utf8_lossy(&ours);
+        assert!(text.contains("\"encrypted\":true"), "{text}");
+        assert!(text.contains("\"unreadable\":\"no usable"), "{text}");
         assert!(!String::from_utf8_lossy(&ours).contains("0123456789abcdef"));
     }
 
@@ -469,8 +558,12 @@ mod tests {
     fn empty_registry_renders_an_empty_map() {
         let index = SecretIndex::build(&registry(vec![]));
         let env = env(vec![]);
-        assert_eq!(render_view(&index, &env), reference(&index, &env));
-        assert_eq!(render_view(&index, &env), b"{\"secrets\":{}}");
+        let none = StoredKeys::new();
+        assert_eq!(
+            render_view(&index, &env, &none),
+            reference(&index, &env, &none)
+        );
+        assert_eq!(render_view(&index, &env, &none), b"{\"secrets\":{}}");
     }
 
     #[test]
@@ -487,8 +580,8 @@ mod tests {
             let i = Arc::new(SecretIndex::build(r));
             move || i
         };
-        let first = cache.get(&reg, &e, index(&reg));
-        let again = cache.get(&reg, &e, index(&reg));
+        let first = cache.get(&reg, &e, index(&reg), StoredKeys::new);
+        let again = cache.get(&reg, &e, index(&reg), StoredKeys::new);
         assert_eq!(
             first.as_bytes().as_ptr(),
             again.as_bytes().as_ptr(),
@@ -500,13 +593,16 @@ mod tests {
             2,
         )]);
         e.version = 2;
-        let second = cache.get(&reg, &e, index(&reg));
+        let second = cache.get(&reg, &e, index(&reg), StoredKeys::new);
         assert!(String::from_utf8_lossy(second.as_bytes()).contains("\"set\":true"));
         reg.plugins[0].enabled = true;
         reg.version = 2;
-        let third = cache.get(&reg, &e, index(&reg));
+        let third = cache.get(&reg, &e, index(&reg), StoredKeys::new);
         assert!(String::from_utf8_lossy(third.as_bytes()).contains("\"pluginEnabled\":true"));
-        assert_eq!(third.as_bytes(), reference(&SecretIndex::build(&reg), &e));
+        assert_eq!(
+            third.as_bytes(),
+            reference(&SecretIndex::build(&reg), &e, &StoredKeys::new())
+        );
     }
 
     fn text() -> impl Strategy<Value = String> {
@@ -526,12 +622,21 @@ mod tests {
                 0..6,
             ),
             vars in proptest::collection::vec(("[A-F]", ".{1,40}", 0u8..3), 0..6),
+            stored in proptest::collection::btree_map(
+                "[A-F]",
+                (any::<bool>(), proptest::option::of(text())),
+                0..6,
+            ),
         ) {
             let index = SecretIndex::build(&registry(plugins));
             let env = env(vars);
+            let stored: StoredKeys = stored
+                .into_iter()
+                .map(|(k, (encrypted, unreadable))| (k, Stored { encrypted, unreadable }))
+                .collect();
             prop_assert_eq!(
-                String::from_utf8_lossy(&render_view(&index, &env)).into_owned(),
-                String::from_utf8_lossy(&reference(&index, &env)).into_owned()
+                String::from_utf8_lossy(&render_view(&index, &env, &stored)).into_owned(),
+                String::from_utf8_lossy(&reference(&index, &env, &stored)).into_owned()
             );
         }
     }

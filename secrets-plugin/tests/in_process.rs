@@ -2,19 +2,23 @@
 //! in a temporary folder), without loading a library: fast checks of the
 //! contract and the OpenAPI metadata.
 
-use demo_host::{Host, HostOptions, HostServices};
+use demo_host::{Host, HostOptions, HostServices, SecretsKey};
 use poem::{Endpoint, http::StatusCode, test::TestClient};
 use serde_json::{Value, json};
+
+/// A host's options with the config and the secrets key (never the
+/// machine's own) in `dir`.
+fn options_in(dir: &tempfile::TempDir) -> HostOptions {
+    let mut options = HostOptions::new(dir.path().join("milady.toml"));
+    options.secrets_key = SecretsKey::File(dir.path().join("key").join("secrets.key"));
+    options
+}
 
 fn setup(
     process_env: Vec<(String, String)>,
 ) -> (tempfile::TempDir, Host, TestClient<impl Endpoint>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let host = Host::build(
-        HostOptions::new(dir.path().join("milady.toml")),
-        process_env,
-    )
-    .expect("host");
+    let host = Host::build(options_in(&dir), process_env).expect("host");
     let services = HostServices::new(
         host.registry.clone(),
         host.env.clone(),
@@ -64,8 +68,14 @@ async fn put_then_get_through_the_host_services() {
     assert_eq!(body["restartRequired"], false, "the plugin is disabled");
     // Visible in the host's runtime environment before the response.
     assert!(host.env.snapshot().get("TELEGRAM_BOT_TOKEN").is_some());
+    // Stored encrypted: the key's line holds no piece of the value.
     let text = std::fs::read_to_string(dir.path().join("milady.toml")).expect("file");
-    assert!(text.contains("TELEGRAM_BOT_TOKEN = \"123456:ABCdefGhIJKlmnoPQRstuVWxyz\""));
+    assert!(text.contains("TELEGRAM_BOT_TOKEN = { age = \""), "{text}");
+    assert!(!text.contains("ABCdefGh"), "{text}");
+    let stored = demo_host::ConfigStore::new(dir.path().join("milady.toml"))
+        .load()
+        .expect("load");
+    assert!(stored.sealed.contains_key("TELEGRAM_BOT_TOKEN"));
     let resp = cli.get("/api/secrets").send().await;
     let body = json_body(resp).await;
     assert_eq!(
@@ -173,7 +183,7 @@ async fn the_fast_get_answers_exactly_what_the_api_does() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let host = Host::build(
-        HostOptions::new(dir.path().join("milady.toml")),
+        options_in(&dir),
         vec![("GROQ_API_KEY".into(), "gsk_0123456789abcdefghijklmn".into())],
     )
     .expect("host");

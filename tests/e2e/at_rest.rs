@@ -122,6 +122,11 @@ async fn a_put_secret_leaves_no_piece_of_itself_on_disk_or_in_logs() -> Result<(
     assert_eq!(stored["GROQ_API_KEY"], Stored::Encrypted(groq.clone()));
     assert!(line_of(&h, "OPENAI_API_KEY")?.starts_with("OPENAI_API_KEY = { age = \""));
     let shown = secrets(&h).await?;
+    for key in ["OPENAI_API_KEY", "GROQ_API_KEY"] {
+        assert_eq!(shown[key]["encrypted"], true, "{key}: {}", shown[key]);
+        assert!(shown[key].get("unreadable").is_none(), "{}", shown[key]);
+    }
+    assert_eq!(shown["ANTHROPIC_API_KEY"]["encrypted"], false, "unset");
     for secret in [&openai, &groq] {
         assert_no_piece(&h, secret)?;
     }
@@ -146,6 +151,7 @@ async fn a_put_secret_leaves_no_piece_of_itself_on_disk_or_in_logs() -> Result<(
         assert_eq!(after[key]["set"], true, "{key}");
         assert_eq!(after[key]["value"], shown[key]["value"], "{key}");
         assert_eq!(after[key]["source"], "config", "{key}");
+        assert_eq!(after[key]["encrypted"], true, "{key}");
     }
     for secret in [&openai, &groq] {
         assert_no_piece(&h, secret)?;
@@ -164,6 +170,10 @@ async fn secrets_encrypt_rewrites_a_hand_written_file_keeping_its_comments() -> 
     let h = HostProcess::start(HostSpec::with_secrets()?.config(&config))?;
     let before = secrets(&h).await?;
     assert_eq!(before["OPENAI_API_KEY"]["set"], true);
+    assert_eq!(
+        before["OPENAI_API_KEY"]["encrypted"], false,
+        "hand-written plaintext"
+    );
 
     // While the host runs: both take the config's write lock.
     let out = cli(&h.home, &h.config_path(), None, &["secrets", "encrypt"])?;
@@ -192,6 +202,7 @@ async fn secrets_encrypt_rewrites_a_hand_written_file_keeping_its_comments() -> 
     for key in ["OPENAI_API_KEY", "GROQ_API_KEY"] {
         assert_eq!(after[key]["value"], before[key]["value"], "{key}");
         assert_eq!(after[key]["set"], true);
+        assert_eq!(after[key]["encrypted"], true, "{key}");
     }
     Ok(())
 }
@@ -294,6 +305,9 @@ async fn start_without_a_usable_key(break_key: fn(&Path) -> Result<()>, cause: &
     for (key, value) in &values {
         assert_eq!(shown[*key]["set"], false, "{key}: not set with some value");
         assert_eq!(shown[*key]["value"], "", "{key}");
+        assert_eq!(shown[*key]["encrypted"], true, "{key}");
+        let reason = shown[*key]["unreadable"].as_str().unwrap_or_default();
+        assert!(reason.contains(cause), "{key}: {}", shown[*key]);
         let line = log
             .lines()
             .find(|l| l.contains("cannot be read") && l.contains(key))
@@ -314,7 +328,10 @@ async fn start_without_a_usable_key(break_key: fn(&Path) -> Result<()>, cause: &
     let fresh = canary("sk-fresh-")?;
     put_secrets(&h, json!({"OPENAI_API_KEY": &fresh})).await?;
     assert_eq!(h.stored_env()?["OPENAI_API_KEY"], Stored::Encrypted(fresh));
-    assert_eq!(secrets(&h).await?["OPENAI_API_KEY"]["set"], true);
+    let after = secrets(&h).await?;
+    assert_eq!(after["OPENAI_API_KEY"]["set"], true);
+    assert!(after["OPENAI_API_KEY"].get("unreadable").is_none());
+    assert!(after["ANTHROPIC_API_KEY"]["unreadable"].is_string());
     assert_eq!(line_of(&h, "ANTHROPIC_API_KEY")?, lines_before[1]);
     Ok(())
 }
@@ -356,6 +373,11 @@ async fn a_copy_of_the_config_folder_under_a_fresh_home_reads_nothing() -> Resul
     for (key, value) in &values {
         assert_eq!(shown[*key]["set"], false, "{key}");
         assert!(
+            shown[*key]["unreadable"].is_string(),
+            "{key}: {}",
+            shown[*key]
+        );
+        assert!(
             matches!(other.stored_env()?[*key], Stored::Unreadable(_)),
             "{key}"
         );
@@ -376,6 +398,7 @@ async fn opting_out_stores_plaintext_and_needs_no_key() -> Result<()> {
         Stored::Plain(value.clone())
     );
     assert!(line_of(&h, "OPENAI_API_KEY")?.contains(&value));
+    assert_eq!(secrets(&h).await?["OPENAI_API_KEY"]["encrypted"], false);
     assert!(!h.key_path().exists(), "no key is created");
     Ok(())
 }

@@ -552,6 +552,7 @@ async fn debug_output_of_public_types_never_shows_a_secret() -> Result<()> {
     let mut options = demo_host::HostOptions::new(&config);
     options.plugins_dir = Some(plugins.clone());
     options.token = Some(CANARY.to_owned());
+    options.secrets_key = demo_host::SecretsKey::choose(None, Some(CANARY.to_owned()), None, None)?;
     leaks("HostOptions", format!("{options:?} {options:#?}"));
     let host = demo_host::Host::build(
         options,

@@ -24,6 +24,8 @@ use crate::{get, put};
 mod child_host;
 #[path = "../tools/crash_check.rs"]
 mod crash_check;
+#[path = "../tools/rotation_check.rs"]
+mod rotation_check;
 #[path = "../tools/soak_check.rs"]
 mod soak_check;
 
@@ -395,6 +397,20 @@ async fn crash_safety_smoke() -> Result<()> {
     println!("{report}");
     assert_eq!(report.iterations, 20);
     assert!(report.acknowledged_puts > 0, "{report}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rotate_key_crash_safety_smoke() -> Result<()> {
+    // The full run is part of `cargo run -p e2e-tests --bin crash-test`.
+    let report = rotation_check::run(&rotation_check::Settings {
+        iterations: 20,
+        seed: 0x5eed_0002,
+    })
+    .await?;
+    println!("{report}");
+    assert_eq!(report.iterations, 20);
+    assert_eq!(report.host_starts, 2);
     Ok(())
 }
 

@@ -17,6 +17,7 @@ fn committed_document_matches_the_built_one() -> Result<()> {
     )?;
     let mut options = demo_host::HostOptions::new(dir.path().join("milady.toml"));
     options.plugins_dir = Some(plugins);
+    options.secrets_key = demo_host::SecretsKey::File(dir.path().join("key").join("secrets.key"));
     let host = demo_host::Host::build(options, Vec::new())?;
     assert!(host.skipped.is_empty(), "{:?}", host.skipped);
     let built = &host.openapi;

@@ -20,12 +20,14 @@ pub(crate) struct ChildHost {
 
 impl ChildHost {
     /// Starts the built host with `config`, the plugin folder `plugins` and
-    /// `catalogs`; its log (at `warn`) goes to `log`.
+    /// `catalogs`, in `home` (its own `HOME` and secrets key); its log (at
+    /// `warn`) goes to `log`.
     pub(crate) fn start(
         config: &Path,
         plugins: &Path,
         catalogs: &[PathBuf],
         log: &Path,
+        home: &e2e_tests::TempHome,
     ) -> Result<Self> {
         let artifacts = e2e_tests::artifacts()?;
         let mut cmd = Command::new(&artifacts.host);
@@ -45,6 +47,7 @@ impl ChildHost {
         for c in catalogs {
             cmd.arg("--catalog").arg(c);
         }
+        home.apply(&mut cmd);
         let launched = e2e_tests::spawn_listening(&mut cmd, Duration::from_secs(30))?;
         Ok(Self {
             child: launched.child,

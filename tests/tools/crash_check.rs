@@ -3,7 +3,9 @@
 //! check the config file it leaves: it parses as TOML, is mode 0600, keeps
 //! the hand-written parts, and every key holds either its last acknowledged
 //! value or the value of the one PUT that was in flight (never a torn,
-//! mixed or empty file). Then start again on the same file, many times.
+//! mixed or empty file), stored encrypted and opened with the host's key
+//! (the host runs in a home of its own). Then start again on the same
+//! file, many times.
 
 use std::{
     collections::BTreeMap,
@@ -27,7 +29,7 @@ const WRITERS: usize = 4;
 const MAX_PUTS_PER_ITERATION: u64 = 5_000;
 
 /// The hand-written parts every file must keep.
-const PREAMBLE: &str = "# crash-test: these notes must survive every kill\n\
+pub(crate) const PREAMBLE: &str = "# crash-test: these notes must survive every kill\n\
 [other]   # an unrelated table\nkept = [1, 2, 3]\n\n[env]\n";
 
 /// How to run the check.
@@ -111,6 +113,7 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
     std::fs::write(&config, PREAMBLE)?;
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
     let log = dir.path().join("host.log");
+    let home = e2e_tests::TempHome::new()?;
 
     let mut rng = Rng::new(settings.seed);
     // What each key held on disk after the previous kill.
@@ -126,8 +129,14 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
     };
     let folder = config.parent().context("config folder")?.to_owned();
     for iteration in 0..settings.iterations {
-        let mut host = ChildHost::start(&config, &plugins, std::slice::from_ref(&catalog), &log)
-            .with_context(|| format!("iteration {iteration}: start"))?;
+        let mut host = ChildHost::start(
+            &config,
+            &plugins,
+            std::slice::from_ref(&catalog),
+            &log,
+            &home,
+        )
+        .with_context(|| format!("iteration {iteration}: start"))?;
         // The host removes what killed writes left before it serves.
         ensure!(
             temp_files(&folder)? == 0,
@@ -153,7 +162,8 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
         }
 
         report.leftover_temp_files += temp_files(&folder)?;
-        let file = read_checked(&config).with_context(|| format!("iteration {iteration}"))?;
+        let file = read_checked(&config, &home.key_file())
+            .with_context(|| format!("iteration {iteration}"))?;
         for (w, p) in progress.iter().enumerate() {
             let (sent, acked) = (
                 p.sent.load(Ordering::SeqCst),
@@ -235,8 +245,9 @@ async fn writer(w: usize, iteration: usize, url: &str, progress: &Progress) -> R
 }
 
 /// Reads the config file and checks mode, syntax and the hand-written
-/// parts; returns `[env]`.
-fn read_checked(config: &Path) -> Result<BTreeMap<String, String>> {
+/// parts; returns `[env]`, every value encrypted and opened with the key
+/// file `key` (or its `.next` file during a rotation).
+pub(crate) fn read_checked(config: &Path, key: &Path) -> Result<BTreeMap<String, String>> {
     let meta = std::fs::metadata(config).context("the config file is missing")?;
     ensure!(
         meta.permissions().mode() & 0o777 == 0o600,
@@ -251,15 +262,19 @@ fn read_checked(config: &Path) -> Result<BTreeMap<String, String>> {
             && text.contains("[other]   # an unrelated table\nkept = [1, 2, 3]\n"),
         "the hand-written parts were lost"
     );
-    let env = doc
-        .get("env")
-        .and_then(|e| e.as_table_like())
-        .context("no [env] table")?;
-    env.iter()
-        .map(|(k, v)| {
-            let v = v.as_str().with_context(|| format!("{k} is not a string"))?;
-            ensure!(!v.is_empty(), "{k} is empty");
-            Ok((k.to_owned(), v.to_owned()))
+    ensure!(
+        doc.get("env").and_then(|e| e.as_table_like()).is_some(),
+        "no [env] table"
+    );
+    e2e_tests::stored_env(config, key)?
+        .into_iter()
+        .map(|(k, stored)| match stored {
+            e2e_tests::Stored::Encrypted(v) => {
+                ensure!(!v.is_empty(), "{k} is empty");
+                Ok((k, v))
+            }
+            e2e_tests::Stored::Plain(_) => anyhow::bail!("{k} was written in plaintext"),
+            e2e_tests::Stored::Unreadable(why) => anyhow::bail!("{k} cannot be read: {why}"),
         })
         .collect()
 }

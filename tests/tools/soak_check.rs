@@ -124,7 +124,14 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
     e2e_tests::write_catalog(&catalog, settings.connections, 1)?;
     let config = dir.path().join("milady.toml");
     let log = dir.path().join("host.log");
-    let mut host = ChildHost::start(&config, &plugins, std::slice::from_ref(&catalog), &log)?;
+    let home = e2e_tests::TempHome::new()?;
+    let mut host = ChildHost::start(
+        &config,
+        &plugins,
+        std::slice::from_ref(&catalog),
+        &log,
+        &home,
+    )?;
 
     // Warm-up, so allocator pools and caches exist before the first sample.
     let client = reqwest::Client::new();
@@ -181,14 +188,18 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
         .await?;
     let text = std::fs::read_to_string(&config)?;
     let doc: toml_edit::DocumentMut = text.parse().context("config file is not TOML")?;
+    // Values are stored encrypted: read them through the host's key.
+    let stored = e2e_tests::stored_env(&config, &home.key_file())?;
     let mut lost_updates = 0;
     for (c, o) in outcomes.iter().enumerate() {
         let key = format!("P{c}_KEY_0");
         let id = format!("@bench/plugin-{c}");
-        let in_file = doc
-            .get("env")
-            .and_then(|e| e.get(&key))
-            .and_then(|v| v.as_str());
+        let in_file = match stored.get(&key) {
+            Some(e2e_tests::Stored::Encrypted(v)) => Some(v.as_str()),
+            // Plaintext or unreadable: not what the host writes.
+            Some(_) => Some(""),
+            None => None,
+        };
         let shown = secrets["secrets"][&key]["value"].as_str().unwrap_or("");
         let value_ok = match &o.last_value {
             Some(v) => {

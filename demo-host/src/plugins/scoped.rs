@@ -25,6 +25,7 @@ use host_api::{
 
 use crate::{
     env::{
+        at_rest::AtRest,
         fingerprint::{self, Fingerprinter},
         runtime::RuntimeEnv,
     },
@@ -111,13 +112,15 @@ impl ScopedServices {
         async move { rx.await.unwrap_or_else(|_| Err(failed(service))).into() }.into_ffi()
     }
 
-    fn record(&self, var: &host_api::EnvVar) -> KeyRecord {
+    fn record(&self, var: &host_api::EnvVar, at_rest: Option<&AtRest>) -> KeyRecord {
         let key = var.key.as_str();
         let provenance = self.env.provenance(key);
         KeyRecord {
             key: var.key.clone(),
             source: KeySource::from(var.source),
-            encrypted: false,
+            // How the config file stores the key (the value itself may
+            // come from the process environment over it).
+            encrypted: at_rest.is_some_and(|a| a.encrypted),
             readable: true,
             unreadable_reason: RString::new(),
             fingerprint: self.fingerprints.of(var.value.as_str()).into(),
@@ -207,21 +210,48 @@ impl PluginServices for ScopedServices {
         self.shielded("key_records_v1", RVec::new, || {
             let env = HostContext::env(&self.inner);
             let registry = HostContext::registry(&self.inner);
-            let declared = |key: &str| {
-                if self.scope.manages_secrets() {
+            // Every key of the registry, gathered once: a lookup per key
+            // stays linear in the registry's size, not quadratic.
+            let every_key: Option<std::collections::HashSet<&str>> =
+                self.scope.manages_secrets().then(|| {
                     registry
                         .plugins
                         .iter()
-                        .any(|p| p.parameters.iter().any(|q| q.key.as_str() == key))
-                } else {
-                    self.scope.declares(key)
-                }
+                        .flat_map(|p| p.parameters.iter().map(|q| q.key.as_str()))
+                        .collect()
+                });
+            let declared = |key: &str| match &every_key {
+                Some(keys) => keys.contains(key),
+                None => self.scope.declares(key),
             };
-            env.vars
+            let at_rest = self.env.at_rest().all();
+            let mut records: RVec<KeyRecord> = env
+                .vars
                 .iter()
                 .filter(|v| declared(v.key.as_str()))
-                .map(|v| self.record(v))
-                .collect()
+                .map(|v| self.record(v, at_rest.get(v.key.as_str())))
+                .collect();
+            // Stored values that could not be read are in no snapshot:
+            // they are recorded with the reason, without a value.
+            for (key, stored) in at_rest.iter() {
+                if let Some(reason) = &stored.unreadable
+                    && env.get(key).is_none()
+                    && declared(key)
+                {
+                    records.push(KeyRecord {
+                        key: key.as_str().into(),
+                        source: KeySource::CONFIG_FILE,
+                        encrypted: stored.encrypted,
+                        readable: false,
+                        unreadable_reason: reason.as_str().into(),
+                        fingerprint: RString::new(),
+                        updated_at: RString::new(),
+                        overridden_by_process: false,
+                        stale: false,
+                    });
+                }
+            }
+            records
         })
     }
 
