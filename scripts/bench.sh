@@ -2,7 +2,8 @@
 # Runs every benchmark in one process and prints one table (Markdown):
 # bridge overhead, catalog growth, durable writes, start-up and memory,
 # hostile connections (1,000 silent or trickling connections held open),
-# start-up isolation (cold and warm, 1/5/20 libraries, one bad).
+# start-up isolation (cold and warm, 1/5/20 libraries, one bad), live plugin
+# adds (20 libraries dropped into a running host's folder, to their first 200).
 #
 #   scripts/bench.sh [bench flags...]     e.g. --rounds 7 --seconds 3
 #                                         --only bridge,writes,connections
