@@ -31,6 +31,7 @@ mod bridge;
 mod catalog;
 mod connections;
 mod context;
+mod fleet;
 mod growth;
 mod hosts;
 mod in_process;
@@ -122,6 +123,7 @@ enum Section {
     Connections,
     Isolation,
     Live,
+    Fleet,
 }
 
 fn main() -> Result<()> {
@@ -147,6 +149,7 @@ fn run_all(args: Args) -> Result<()> {
             Section::Connections,
             Section::Isolation,
             Section::Live,
+            Section::Fleet,
         ]
     } else {
         ctx.args.only.clone()
@@ -188,6 +191,10 @@ fn run_all(args: Args) -> Result<()> {
             Section::Live => (
                 "8. Live plugin adds (release demo-host process)",
                 live::live(&ctx)?,
+            ),
+            Section::Fleet => (
+                "9. A fleet on OpenBao (release demo-host processes, bao server -dev)",
+                fleet::fleet(&ctx)?,
             ),
         };
         eprintln!("{title}: {:.1} s", started.elapsed().as_secs_f64());

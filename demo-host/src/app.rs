@@ -74,6 +74,11 @@ pub struct HostOptions {
     /// Where the key that encrypts `[env]` values at rest comes from
     /// (SPEC §7); by default `$XDG_DATA_HOME/milady/secrets.key`.
     pub secrets_key: SecretsKey,
+    /// The audit log (SPEC §8); `None`: `audit.jsonl` beside the config.
+    pub audit_log: Option<PathBuf>,
+    /// Whether changes are audited: always, except for a benchmark that
+    /// measures what the audit log costs (no flag turns it off).
+    pub audit: bool,
 }
 
 // The token is a secret: Debug says only whether there is one.
@@ -90,6 +95,8 @@ impl std::fmt::Debug for HostOptions {
             .field("file_policy", &self.file_policy)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("secrets_key", &self.secrets_key)
+            .field("audit_log", &self.audit_log)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -112,6 +119,8 @@ impl HostOptions {
                 std::env::var_os("XDG_DATA_HOME"),
                 std::env::var_os("HOME"),
             )),
+            audit_log: None,
+            audit: true,
         }
     }
 }
@@ -241,7 +250,17 @@ impl Host {
         options: HostOptions,
         process_env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, StartupError> {
+        // The file rules (StrictModes) first: nothing may read the config,
+        // or put a lock file beside it, before its folder is known safe.
+        ConfigStore::new(&options.config_path)
+            .with_policy(options.file_policy)
+            .check_files()?;
         options.secrets_key.check_apart_from(&options.config_path)?;
+        // Fingerprints under the stable key kept with the secrets key, and
+        // the audit log checked writable (`knowing`).
+        crate::knowing::install_fingerprint_key(&options.secrets_key);
+        crate::provider_shapes::install_for(&options.config_path);
+        let audit = crate::knowing::open_audit_log(&options)?;
         // Before the key is read: a rotation in progress ends first.
         let host_lock = match lock::hold_host_lock(&options.config_path) {
             Ok(held) => Some(held),
@@ -299,7 +318,8 @@ impl Host {
                     .with_max_value_bytes(options.max_value_bytes),
             )
             .with_at_rest(std::mem::take(&mut opened.at_rest))
-            .with_fleet(fleet),
+            .with_fleet(fleet)
+            .with_audit_if(audit),
         );
         drop(opened);
         drop(stored_env);
@@ -422,7 +442,7 @@ impl Host {
     /// The router: host routes, plugin routes through the bridge, docs,
     /// auth on `/api/*`, and JSON errors everywhere.
     pub fn endpoint(&self) -> impl Endpoint<Output = Response> + use<> {
-        crate::http::stale::mark_stale(Arc::clone(&self.env), self.router(Vec::new()))
+        self.router(Vec::new())
     }
 
     /// [`Host::endpoint`] plus endpoints linked natively into the host, each
@@ -459,8 +479,9 @@ impl Host {
                 .map(|(prefix, ep)| (prefix, SharedEndpoint(Arc::new(ep))))
                 .collect(),
         };
-        self.live.router(Box::new(move |plugins, openapi| {
+        let router = self.live.router(Box::new(move |plugins, openapi| {
             parts.build(plugins, openapi)
-        }))
+        }));
+        crate::http::stale::mark_stale(Arc::clone(&self.env), router)
     }
 }

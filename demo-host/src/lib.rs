@@ -22,8 +22,10 @@ mod app;
 mod boundary;
 mod env;
 mod http;
+mod knowing;
 mod logging;
 mod plugins;
+mod provider_shapes;
 mod registry;
 mod secrets_cli;
 mod server;
@@ -78,8 +80,10 @@ pub mod plugin_commands {
 /// `[env]`, rotate the secrets key, import a `.env` file; and turning core
 /// dumps off.
 pub mod secrets_commands {
+    pub use crate::knowing::{export_fingerprint_key, import_fingerprint_key};
     pub use crate::secrets_cli::{
-        DotEnvError, EncryptReport, ImportReport, RotateReport, SecretsCommandError,
-        disable_core_dumps, encrypt, import, rotate_key,
+        DotEnvError, EncryptReport, ImportReport, MigrateError, MigrateReport, RotateReport,
+        SecretsCommandError, disable_core_dumps, encrypt, import, migrate_to_openbao, rotate_key,
     };
+    pub use crate::store::fingerprint_key::FingerprintKeyError;
 }

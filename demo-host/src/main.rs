@@ -141,6 +141,15 @@ struct Cli {
     )]
     secrets_key: Option<PathBuf>,
 
+    /// The audit log: one JSON line per change attempt, on disk before the
+    /// response [default: audit.jsonl beside the config file]
+    ///
+    /// Created 0600. When it cannot be written the host does not start,
+    /// and a change that cannot be audited is refused (500). Rotated at
+    /// 16 MiB, four old files kept (audit.jsonl.1 newest).
+    #[arg(long, value_name = "PATH", global = true)]
+    audit_log: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -159,6 +168,10 @@ Environment:
   MILADY_ALLOWED_ORIGINS  Browser origins allowed to call the API, comma-separated
                       (e.g. `http://localhost:5173`); others may not PUT/POST
   MILADY_SECRETS_KEY_FILE  The secrets key file (same as --secrets-key)
+  BAO_ADDR, VAULT_ADDR  The secret store's address when [store] backend =
+                      \"openbao\" names none
+  BAO_TOKEN, VAULT_TOKEN  The secret store's token (never read from the file;
+                      hidden from plugins)
   MILADY_SECRETS_KEY  The secrets key itself (an age AGE-SECRET-KEY-1... line),
                       for containers and systemd credentials; hidden from
                       plugins and never written by the API
@@ -182,7 +195,8 @@ Examples:
   demo-host plugin list
   demo-host openapi > openapi.json
   demo-host secrets encrypt                  encrypt hand-written [env] values
-  demo-host secrets import .env              import a .env file (all or nothing)";
+  demo-host secrets import .env              import a .env file (all or nothing)
+  demo-host secrets migrate --to openbao     copy [env] into the [store] secret store";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -225,6 +239,35 @@ enum SecretsCommand {
     Import {
         /// The .env file.
         #[arg(value_name = "FILE.env")]
+        file: PathBuf,
+    },
+    /// Copy the [env] secrets into the secret store named by [store].
+    ///
+    /// One KV v2 write with check-and-set into the fleet's secret; a key the
+    /// store already has is kept unless --overwrite. The token comes from
+    /// BAO_TOKEN or VAULT_TOKEN. The config file is left as it is.
+    Migrate {
+        /// The store to copy to (only `openbao`: OpenBao or Vault KV v2).
+        #[arg(long, value_name = "STORE", value_parser = ["openbao"])]
+        to: String,
+        /// Replace keys the store already has.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Print the fingerprint key (kept with the secrets key) on stdout.
+    ///
+    /// Hosts holding the same fingerprint key show equal fingerprints for
+    /// equal values: import it on another host of yours to compare keys
+    /// without revealing them. It is not the secrets key, but keep it
+    /// private: with it, a guess of a value can be checked against its
+    /// fingerprint.
+    ExportFingerprintKey,
+    /// Install a fingerprint key printed by `export-fingerprint-key`
+    /// (FILE, or `-` for stdin), replacing this host's. A running host
+    /// uses it after a restart.
+    ImportFingerprintKey {
+        /// The exported key.
+        #[arg(value_name = "FILE")]
         file: PathBuf,
     },
 }
@@ -345,6 +388,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Secrets(SecretsCommand::RotateKey)) => {
             return secrets_rotate(&config_path, secrets_key, file_policy(&cli));
         }
+        Some(Command::Secrets(SecretsCommand::Migrate { to: _, overwrite })) => {
+            return secrets_migrate(&config_path, secrets_key, file_policy(&cli), *overwrite);
+        }
+        Some(Command::Secrets(SecretsCommand::ExportFingerprintKey)) => {
+            let text = demo_host::secrets_commands::export_fingerprint_key(&secrets_key)?;
+            print!("{}", &*text);
+            return Ok(());
+        }
+        Some(Command::Secrets(SecretsCommand::ImportFingerprintKey { file })) => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                text
+            } else {
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let (path, replaced) =
+                demo_host::secrets_commands::import_fingerprint_key(&secrets_key, &text)?;
+            println!(
+                "{} the fingerprint key in {}",
+                if replaced { "replaced" } else { "installed" },
+                path.display()
+            );
+            return Ok(());
+        }
         _ => {}
     }
     let mut token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
@@ -368,6 +437,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         file_policy: file_policy(&cli),
         max_value_bytes: cli.max_value_bytes,
         secrets_key,
+        audit_log: cli.audit_log.clone(),
+        audit: true,
     };
     if serving || matches!(cli.command, Some(Command::Secrets(_))) {
         let store =
@@ -458,6 +529,43 @@ fn secrets_rotate(
     Ok(())
 }
 
+fn secrets_migrate(
+    config: &Path,
+    key: demo_host::SecretsKey,
+    policy: demo_host::FilePolicy,
+    overwrite: bool,
+) -> anyhow::Result<()> {
+    let process: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let report =
+        demo_host::secrets_commands::migrate_to_openbao(config, key, policy, overwrite, &process)
+            .context("nothing was migrated")?;
+    println!(
+        "copied {} secret(s) into the store (version {})",
+        report.copied.len(),
+        report.version
+    );
+    for key in &report.copied {
+        println!("  {key}");
+    }
+    if !report.kept.is_empty() {
+        println!(
+            "kept {} key(s) the store already has (--overwrite replaces them):",
+            report.kept.len()
+        );
+        for key in &report.kept {
+            println!("  {key}");
+        }
+    }
+    if !report.unreadable.is_empty() {
+        println!(
+            "left out {} value(s) that cannot be read: {}",
+            report.unreadable.len(),
+            report.unreadable.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn secrets_import(options: HostOptions, file: &Path) -> anyhow::Result<()> {
     let config = options.config_path.clone();
     let report = demo_host::secrets_commands::import(options, file, std::env::vars())?;
@@ -515,13 +623,17 @@ fn plugin_command(
             let done = plugin_cli::install(&exe, plugins_dir, path, *replace, policy)
                 .with_context(|| format!("not installed: {}", path.display()))?;
             let r = &done.report;
-            let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+            // What the library declares, printed escaped: it cannot drive
+            // the terminal.
+            let or_unknown = |v: &Option<String>| {
+                demo_host::escape_controls(v.as_deref().unwrap_or("?")).into_owned()
+            };
             println!(
                 "installed {} {} (host-api {}) as {}",
                 or_unknown(&r.id),
                 or_unknown(&r.version),
                 or_unknown(&r.interface),
-                done.path.display()
+                demo_host::escape_controls(&done.path.display().to_string())
             );
             if let Some(old) = &done.replaced {
                 println!("replaced the previous version in {}", old.display());

@@ -83,10 +83,11 @@ fn random_token() -> String {
     format!("root-{:x}-{}", nanos, std::process::id())
 }
 
-/// A blocking HTTP client for the store's API, with a short timeout.
+/// An HTTP client for the store's API (initialising a Raft node takes
+/// about 8 s).
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap_or_default()
 }
@@ -463,7 +464,7 @@ impl Cluster {
             })
             .collect();
         let config = format!(
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{i}\"\n{joins}}}\n\
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node{i}\"\n  performance_multiplier = 1\n{joins}}}\n\
              listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{}\"\n  tls_disable = true\n}}\n\
              api_addr = \"{}\"\ncluster_addr = \"http://127.0.0.1:{}\"\ndisable_mlock = true\nui = false\n",
             data.display(),

@@ -158,6 +158,9 @@ impl KvClient {
         let mut builder = Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_millis(800)))
+            // A standby redirects to the active node it knows, which may be
+            // the one that just died: try the configured nodes instead.
+            .redirect(reqwest::redirect::Policy::none())
             .use_rustls_tls();
         if let Some(ca) = &settings.ca_file {
             let pem =
@@ -217,7 +220,7 @@ impl KvClient {
                     match status.as_u16() {
                         // Sealed, standby without a leader, or still
                         // setting up: another node may serve.
-                        500 | 502 | 503 | 429 | 473 => {
+                        307 | 500 | 502 | 503 | 429 | 473 => {
                             last = KvError::Sealed(error_text(status, &body));
                             continue;
                         }
@@ -228,6 +231,7 @@ impl KvClient {
                     }
                 }
                 Err(e) => {
+                    tracing::debug!(address = %address, error = %without_url(&e), "store node failed");
                     // reqwest's text names the URL, never a header.
                     if write && !e.is_connect() {
                         self.current.store((index + 1) % n, Ordering::Relaxed);
