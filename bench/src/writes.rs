@@ -2,7 +2,10 @@
 //! durable replace of the same file, `PUT` latency with values encrypted
 //! at rest (the default) vs. the same host storing them in plaintext
 //! (`[security] encrypt_env = false`, the write path before encryption),
-//! and `PUT` throughput from 32 clients vs. 1.
+//! `PUT` latency with the audit log (the default) vs. the same host with
+//! auditing off (SPEC §8: one more fsync per write, shared by a group
+//! commit), and `PUT` throughput from 32 clients vs. 1 with the config
+//! writes and audit fsyncs each PUT costs.
 
 use std::{
     path::Path,
@@ -66,6 +69,21 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         duration: Duration::from_millis(300),
         ..plain_one.clone()
     })?;
+    // The same host with auditing off: the reference for what the audit
+    // line (written and synced before the config) adds to a write.
+    let unaudited = crate::hosts::build_host_with(
+        &ctx.work.path().join("writes-unaudited"),
+        Some(ctx.plugin_lib.as_path()),
+        &cat.path,
+        &crate::hosts::bench_env(&cat.keys),
+        &ctx.copies,
+        |options| options.audit = false,
+    )?;
+    let unaudited_one = put_load(ctx, ctx.serve(unaudited.endpoint())?, &keys, 1);
+    ctx.load(&Load {
+        duration: Duration::from_millis(300),
+        ..unaudited_one.clone()
+    })?;
     let config = ctx.work.path().join("writes").join("milady.toml");
 
     let (mut put_p50, mut put_p99, mut floor_p50, mut floor_p99) =
@@ -74,8 +92,10 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
     let (mut r_p50, mut r_p99, mut r_tput) = (Vec::new(), Vec::new(), Vec::new());
     let mut writes_per_put = Vec::new();
     let (mut plain_p50, mut r_sealed) = (Vec::new(), Vec::new());
+    let (mut unaudited_p50, mut r_audited) = (Vec::new(), Vec::new());
+    let mut audit_fsyncs_per_put = Vec::new();
     for round in 0..ctx.args.rounds {
-        let mut steps = [0, 1, 2, 3];
+        let mut steps = [0, 1, 2, 3, 4];
         if round % 2 == 1 {
             steps.reverse();
         }
@@ -99,12 +119,20 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
                     ensure!(r.errors == 0, "{} plaintext PUTs failed", r.errors);
                     plain_p50.push(r.percentile_us(50.0));
                 }
+                4 => {
+                    let r = ctx.load(&unaudited_one)?;
+                    ensure!(r.errors == 0, "{} unaudited PUTs failed", r.errors);
+                    unaudited_p50.push(r.percentile_us(50.0));
+                }
                 _ => {
                     let commits = host.env.commits();
+                    let audits = host.env.audit_writes();
                     let r = ctx.load(&many)?;
                     ensure!(r.errors == 0, "{} PUTs failed", r.errors);
                     tput32.push(r.rate());
                     writes_per_put.push((host.env.commits() - commits) as f64 / r.ok.max(1) as f64);
+                    audit_fsyncs_per_put
+                        .push((host.env.audit_writes() - audits) as f64 / r.ok.max(1) as f64);
                 }
             }
         }
@@ -113,7 +141,12 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         r_p99.push(last(&put_p99) / last(&floor_p99));
         r_tput.push(last(&tput32) / last(&tput1));
         r_sealed.push(last(&put_p50) / last(&plain_p50));
+        r_audited.push(last(&put_p50) / last(&unaudited_p50));
     }
+    ensure!(
+        host.env.audit_writes() > 0 && unaudited.env.audit_writes() == 0,
+        "the audited host audited its writes and the other did not"
+    );
     ensure!(
         ConfigStore::new(&config).load()?.sealed.len() == 32
             && ConfigStore::new(&plain_config).load()?.sealed.is_empty(),
@@ -121,7 +154,15 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
     );
     let (p50, p99) = (Spread::of(&r_p50), Spread::of(&r_p99));
     let sealed = Spread::of(&r_sealed);
+    let audited = Spread::of(&r_audited);
     Ok(vec![
+        Row::new(
+            "PUT p50 latency µs (1 client), audit log on vs off",
+            fmt_spread(Spread::of(&put_p50), 0, ""),
+        )
+        .reference(fmt_spread(Spread::of(&unaudited_p50), 0, ""))
+        .ratio(audited)
+        .target("≤ 1.3×", audited.median <= 1.3),
         Row::new(
             "PUT p50 latency µs (1 client), encrypted vs plaintext at rest",
             fmt_spread(Spread::of(&put_p50), 0, ""),
@@ -152,6 +193,10 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         Row::new(
             "config writes (fsyncs) per PUT with 32 clients",
             fmt_spread(Spread::of(&writes_per_put), 2, ""),
+        ),
+        Row::new(
+            "audit log fsyncs per PUT with 32 clients",
+            fmt_spread(Spread::of(&audit_fsyncs_per_put), 2, ""),
         ),
         Row::new(
             "durable replaces/s of the floor (1 writer)",

@@ -11,7 +11,11 @@ use host_api::{
     ApplyMode, ClientInfo, EnvChange, ErrorCode, HostContextBox, HostError, LiveServicesBox,
     PlanEntry,
 };
-use poem_openapi::{ApiResponse, OpenApi, Tags, param::Header, payload::Json};
+use poem_openapi::{
+    ApiResponse, OpenApi, Tags,
+    param::{Header, Query},
+    payload::Json,
+};
 
 use crate::{
     etag::{ETags, Precondition},
@@ -86,10 +90,44 @@ enum GetResponse {
 }
 
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_audit_query")]
+enum AuditResponse {
+    /// The matching entries, newest first.
+    #[oai(status = 200)]
+    Ok(
+        Json<crate::audit_route::AuditList>,
+        /// Always `no-store`.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// `limit` is not a number from 1 to 1000.
+    #[oai(status = 400)]
+    BadRequest(ErrorBody),
+    /// The API token is missing or wrong (only when the host has one).
+    #[allow(dead_code)] // produced by the host's auth layer
+    #[oai(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The audit log could not be read.
+    #[oai(status = 500)]
+    Storage(ErrorBody),
+    /// The plugin is not initialised, or the host has no audit services.
+    #[oai(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+fn bad_audit_query(_: poem::Error) -> AuditResponse {
+    AuditResponse::BadRequest(ErrorBody::new(
+        ErrorCode::BadRequest,
+        "`limit` must be a number from 1 to 1000",
+    ))
+}
+
+#[derive(ApiResponse)]
 #[oai(bad_request_handler = "bad_put")]
 enum PutResponse {
     /// Every change was written to the config file and applied to the
-    /// runtime environment.
+    /// runtime environment. `{"secrets": {}}` is a no-op: nothing is
+    /// written or audited and the ETag does not move.
     #[oai(status = 200)]
     Ok(
         Json<UpdateResult>,
@@ -103,8 +141,8 @@ enum PutResponse {
     /// Nothing was changed. `code` is `unsupported_media_type` (the body is
     /// not sent as `application/json`), `invalid_json`, `duplicate_key` (an
     /// object of the body names a key twice; the message names it),
-    /// `invalid_body`, `missing_secrets`, `invalid_secrets_type`,
-    /// `empty_secrets`, or `invalid_secrets` with `rejected` naming each
+    /// `invalid_body`, `missing_secrets`, `invalid_secrets_type`, or
+    /// `invalid_secrets` with `rejected` naming each
     /// refused key and why (at most 100; `unlisted` counts the rest): not a
     /// valid variable name, blocked by the host (loader, proxy, TLS, shell
     /// and path variables, the host's own token), not declared as sensitive
@@ -128,8 +166,9 @@ enum PutResponse {
     #[allow(dead_code)] // produced by the host before the plugin sees the body
     #[oai(status = 413)]
     TooLarge(ErrorBody),
-    /// The config file could not be written; the file and the runtime
-    /// environment are unchanged.
+    /// The config file or the audit log could not be written; the file,
+    /// the runtime environment and the log are unchanged (a change that
+    /// cannot be audited is not made).
     #[oai(status = 500)]
     Storage(ErrorBody),
     /// The plugin is not initialised (`not_initialised`), or the fleet's
@@ -197,6 +236,40 @@ impl SecretsApi {
         )
     }
 
+    /// The audit log, newest first
+    ///
+    /// One entry per `PUT /api/secrets` attempt (applied, rejected or
+    /// failed), plugin toggle, environment change a plugin made, and
+    /// refused authentication on a secrets route (at most one a minute per
+    /// client): time, outcome, reasons, each key with its operation and the
+    /// fingerprint of the value set, the plugin and the client. Never a
+    /// value. `limit` defaults to 100 (at most 1000); `key` keeps the
+    /// entries that name that key.
+    #[oai(
+        path = "/api/secrets/audit",
+        method = "get",
+        tag = "SecretsTags::Secrets"
+    )]
+    async fn get_audit(
+        &self,
+        /// At most this many entries (default 100, at most 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// Only the entries that name this key.
+        key: Query<Option<String>>,
+    ) -> AuditResponse {
+        let Some(services) = crate::SERVICES.get() else {
+            return AuditResponse::Unavailable(unavailable());
+        };
+        match crate::audit_route::query(services, limit.0, key.0).await {
+            Ok(list) => AuditResponse::Ok(Json(list), NO_STORE.into()),
+            Err(_) => AuditResponse::Storage(ErrorBody::new(
+                ErrorCode::StorageError,
+                "the audit log could not be read",
+            )),
+        }
+    }
+
     /// Set or clear secrets
     ///
     /// A non-empty string sets a key, `""` clears it. The whole body is
@@ -226,11 +299,16 @@ impl SecretsApi {
                 .map(|r| r.into_string())
         }) {
             Ok(changes) => changes,
+            // Refusals are audited before they are answered (SPEC §8).
             Err(Invalid::Body(code, message)) => {
-                return PutResponse::BadRequest(ErrorBody::new(code, message));
+                let reasons = [(code.as_str().to_owned(), message.to_owned())];
+                let response = PutResponse::BadRequest(ErrorBody::new(code, message));
+                return refused(req, &body.0, reasons, response).await;
             }
             Err(Invalid::Keys(rejected, unlisted)) => {
-                return PutResponse::BadRequest(ErrorBody::rejected(rejected, unlisted));
+                let reasons = rejected.clone();
+                let response = PutResponse::BadRequest(ErrorBody::rejected(rejected, unlisted));
+                return refused(req, &body.0, reasons, response).await;
             }
         };
         // After validation: a malformed body is a 400 whatever `If-Match` says.
@@ -240,9 +318,34 @@ impl SecretsApi {
         {
             Precondition::Any => RNone,
             Precondition::EnvVersion(v) => RSome(v),
-            Precondition::Stale => return PutResponse::PreconditionFailed(stale()),
+            Precondition::Stale => {
+                return refused(req, &body.0, stale_reason(), stale_response()).await;
+            }
         };
+        // `{"secrets": {}}`: a no-op (SPEC §8). Nothing goes to the host, so
+        // nothing is written or audited and the ETag stays; a stale
+        // `If-Match` is still refused.
+        if changes.is_empty() {
+            if let RSome(v) = expected
+                && v != env.version
+            {
+                return refused(req, &body.0, stale_reason(), stale_response()).await;
+            }
+            return PutResponse::Ok(
+                Json(summarise(&changes, &index)),
+                NO_STORE.into(),
+                self.etags.tag(env.version, registry.version),
+            );
+        }
         let mut summary = summarise(&changes, &index);
+        // Asked before the write (the host's shape table, precedence).
+        if let Some(services) = crate::SERVICES.get() {
+            summary.warnings = services
+                .value_warnings_v1(changes.clone().into())
+                .into_iter()
+                .map(|w| (w.0.into_string(), w.1.into_string()))
+                .collect();
+        }
         let client = req.extensions().get::<ClientInfo>().cloned();
         match apply(host, crate::live(), changes, expected, client).await {
             Ok((version, plan)) => {
@@ -287,6 +390,48 @@ async fn apply(
             Ok((update.version, None))
         }
     }
+}
+
+/// Audits a `PUT` the plugin refuses, then answers `response`; when the
+/// line cannot be written, a 500 instead (fail closed). A host older than
+/// 0.1.2 has no audit services: `response` as it is.
+async fn refused(
+    req: &poem::Request,
+    body: &serde_json::Value,
+    reasons: impl IntoIterator<Item = (String, String)>,
+    response: PutResponse,
+) -> PutResponse {
+    let Some(services) = crate::SERVICES.get() else {
+        return response;
+    };
+    let client = req
+        .extensions()
+        .get::<ClientInfo>()
+        .cloned()
+        .unwrap_or_default();
+    match crate::audit_route::record_refusal(services, client, Some(body), reasons).await {
+        Ok(()) => response,
+        Err(_) => PutResponse::Storage(audit_unusable()),
+    }
+}
+
+/// The error when the audit log cannot be written.
+pub(crate) fn audit_unusable() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::StorageError,
+        "the audit log could not be written, so the request was refused and nothing changed",
+    )
+}
+
+fn stale_reason() -> [(String, String); 1] {
+    [(
+        "If-Match".to_owned(),
+        "the ETag names a state that is no longer current".to_owned(),
+    )]
+}
+
+fn stale_response() -> PutResponse {
+    PutResponse::PreconditionFailed(stale())
 }
 
 fn stale() -> ErrorBody {
@@ -368,5 +513,6 @@ fn summarise(changes: &[EnvChange], index: &SecretIndex) -> UpdateResult {
         restart_required: !restart_plan.is_empty(),
         affected_plugins: affected.into_iter().collect(),
         restart_plan,
+        warnings: BTreeMap::new(),
     }
 }

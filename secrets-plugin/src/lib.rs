@@ -16,6 +16,7 @@
 // Data flows one way: `api` (the handlers) uses `render`, `validate`,
 // `etag` and `index`; those use `model`, the types that cross the wire.
 mod api;
+mod audit_route;
 mod etag;
 mod fast;
 mod index;
@@ -110,9 +111,18 @@ impl Secrets {
     }
 
     async fn through_endpoint(&self, request: ParsedRequest) -> ParsedResponse {
-        match to_poem(request) {
+        // A `PUT` refused before its body was read as JSON is audited here
+        // (`audit_route`); the handler audits what it refuses itself.
+        let put = request.method == HttpMethod::Put
+            && (request.path == ROUTE || request.path.strip_suffix('/') == Some(ROUTE));
+        let client = request.client.clone();
+        let response = match to_poem(request) {
             Ok(req) => from_poem(self.endpoint.get_response(req).await).await,
             Err(message) => ParsedResponse::error(400, ErrorCode::BadRequest, message),
+        };
+        match SERVICES.get() {
+            Some(services) if put => audit_route::unread_body(services, client, response).await,
+            _ => response,
         }
     }
 }

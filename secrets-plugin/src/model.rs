@@ -117,6 +117,19 @@ pub(crate) struct SecretInfo {
     /// this key replaces them.
     #[oai(skip_serializing_if_is_none)]
     pub(crate) unreadable: Option<String>,
+    /// `hmac-sha256:` and 16 hex digits of an HMAC of the value under the
+    /// host's fingerprint key (SPEC §8): equal values, equal fingerprints,
+    /// on every host sharing the key; it reveals nothing of the value.
+    /// Present when the key is set.
+    #[oai(skip_serializing_if_is_none)]
+    pub(crate) fingerprint: Option<String>,
+    /// When the value last changed (RFC 3339), when the host knows.
+    #[oai(skip_serializing_if_is_none)]
+    pub(crate) updated_at: Option<String>,
+    /// The process environment sets this key over a stored value: the
+    /// process's value is the one in use, and wins again after a restart
+    /// (the Milady rule), whatever a `PUT` stores.
+    pub(crate) overridden_by_process: bool,
 }
 
 impl Example for SecretInfo {
@@ -136,6 +149,9 @@ impl Example for SecretInfo {
             source: Some(SecretSource::Config),
             encrypted: true,
             unreadable: None,
+            fingerprint: Some("hmac-sha256:3f2a9c0d81e4b7a6".into()),
+            updated_at: Some("2025-01-31T12:00:00Z".into()),
+            overridden_by_process: false,
         }
     }
 }
@@ -166,6 +182,9 @@ impl Example for SecretsView {
             source: None,
             encrypted: false,
             unreadable: None,
+            fingerprint: None,
+            updated_at: None,
+            overridden_by_process: false,
         };
         Self {
             secrets: BTreeMap::from([
@@ -311,6 +330,13 @@ pub(crate) struct UpdateResult {
     /// applied the change without a restart (and acknowledged it within the
     /// host's plugin timeout), `restart` when it needs one.
     pub(crate) restart_plan: BTreeMap<String, ApplyKind>,
+    /// Warnings per key, never refusals (SPEC §8): the value has the shape
+    /// of another provider's key (an `sk-ant-` key sent as
+    /// `OPENAI_API_KEY`) or not the shape of its key (the host's shape
+    /// table, each row citing the provider's documentation), or the
+    /// process environment sets the key and wins again after a restart.
+    /// Empty when there is nothing to say. Never quotes a value.
+    pub(crate) warnings: BTreeMap<String, String>,
 }
 
 /// How an enabled plugin takes a change of a key it uses.
@@ -338,6 +364,13 @@ impl Example for UpdateResult {
             restart_plan: BTreeMap::from([(
                 "@elizaos/plugin-openai".to_owned(),
                 ApplyKind::Restart,
+            )]),
+            warnings: BTreeMap::from([(
+                "OPENAI_API_KEY".to_owned(),
+                "the value has the shape of an Anthropic key, not of an OpenAI key: check that \
+                 it belongs in `OPENAI_API_KEY` (https://docs.anthropic.com/en/api/overview#authentication). \
+                 It was saved anyway."
+                    .to_owned(),
             )]),
         }
     }

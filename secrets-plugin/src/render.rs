@@ -40,6 +40,9 @@ enum Part {
     Source,
     Encrypted,
     Unreadable,
+    Fingerprint,
+    UpdatedAt,
+    Overridden,
 }
 
 /// How the host stores one key (from its key records, SPEC §7).
@@ -49,6 +52,12 @@ pub(crate) struct Stored {
     pub(crate) encrypted: bool,
     /// Why its stored value cannot be read, if it cannot.
     pub(crate) unreadable: Option<String>,
+    /// The fingerprint of the current value (SPEC §8), when set.
+    pub(crate) fingerprint: Option<String>,
+    /// When the value last changed (RFC 3339), when known.
+    pub(crate) updated_at: Option<String>,
+    /// The process environment overrides the stored value.
+    pub(crate) overridden_by_process: bool,
 }
 
 /// [`Stored`] by key. The host's records change only with the environment
@@ -65,6 +74,9 @@ pub(crate) fn stored_keys(records: &[KeyRecord]) -> StoredKeys {
                 Stored {
                     encrypted: r.encrypted,
                     unreadable: (!r.readable).then(|| r.unreadable_reason.to_string()),
+                    fingerprint: (!r.fingerprint.is_empty()).then(|| r.fingerprint.to_string()),
+                    updated_at: (!r.updated_at.is_empty()).then(|| r.updated_at.to_string()),
+                    overridden_by_process: r.overridden_by_process,
                 },
             )
         })
@@ -219,6 +231,9 @@ fn parts(info: &KeyInfo) -> Vec<Part> {
         Source,
         Encrypted,
         Unreadable,
+        Fingerprint,
+        UpdatedAt,
+        Overridden,
     }
     let primary = info.primary();
     let fixed = |f: &dyn Fn(&mut Vec<u8>)| {
@@ -266,6 +281,9 @@ fn parts(info: &KeyInfo) -> Vec<Part> {
         ("source", Field::Source),
         ("encrypted", Field::Encrypted),
         ("unreadable", Field::Unreadable),
+        ("fingerprint", Field::Fingerprint),
+        ("updatedAt", Field::UpdatedAt),
+        ("overriddenByProcess", Field::Overridden),
     ]);
     let mut parts = Vec::new();
     let mut run: Vec<u8> = Vec::new();
@@ -291,6 +309,9 @@ fn parts(info: &KeyInfo) -> Vec<Part> {
                     Field::Set => Part::Set,
                     Field::Encrypted => Part::Encrypted,
                     Field::Unreadable => Part::Unreadable,
+                    Field::Fingerprint => Part::Fingerprint,
+                    Field::UpdatedAt => Part::UpdatedAt,
+                    Field::Overridden => Part::Overridden,
                     _ => Part::Source,
                 });
             }
@@ -390,6 +411,30 @@ fn render(fragments: &Fragments, env: &EnvSnapshot, stored: &StoredKeys) -> Vec<
                         push_str(&mut out, reason);
                     }
                 }
+                // Only for a key with a value: a record may outlive it.
+                Part::Fingerprint => {
+                    if let Some(fp) = at_rest.and_then(|s| s.fingerprint.as_deref())
+                        && var.is_some()
+                    {
+                        sep(&mut out);
+                        out.extend_from_slice(b"\"fingerprint\":");
+                        push_str(&mut out, fp);
+                    }
+                }
+                Part::UpdatedAt => {
+                    if let Some(at) = at_rest.and_then(|s| s.updated_at.as_deref())
+                        && var.is_some()
+                    {
+                        sep(&mut out);
+                        out.extend_from_slice(b"\"updatedAt\":");
+                        push_str(&mut out, at);
+                    }
+                }
+                Part::Overridden => {
+                    sep(&mut out);
+                    out.extend_from_slice(b"\"overriddenByProcess\":");
+                    push_bool(&mut out, at_rest.is_some_and(|s| s.overridden_by_process));
+                }
             }
         }
         out.push(b'}');
@@ -435,6 +480,13 @@ mod tests {
                     source: var.map(|v| SecretSource::from(v.source)),
                     encrypted: at_rest.is_some_and(|s| s.encrypted),
                     unreadable: at_rest.and_then(|s| s.unreadable.clone()),
+                    fingerprint: at_rest
+                        .and_then(|s| s.fingerprint.clone())
+                        .filter(|_| var.is_some()),
+                    updated_at: at_rest
+                        .and_then(|s| s.updated_at.clone())
+                        .filter(|_| var.is_some()),
+                    overridden_by_process: at_rest.is_some_and(|s| s.overridden_by_process),
                 };
                 (key.clone(), entry)
             })
@@ -532,7 +584,10 @@ mod tests {
                 "K1".to_owned(),
                 Stored {
                     encrypted: true,
-                    unreadable: None,
+                    fingerprint: Some("hmac-sha256:0011223344556677".into()),
+                    updated_at: Some("2025-01-01T00:00:00Z".into()),
+                    overridden_by_process: true,
+                    ..Stored::default()
                 },
             ),
             (
@@ -540,6 +595,7 @@ mod tests {
                 Stored {
                     encrypted: true,
                     unreadable: Some("no usable \"key\"\n".into()),
+                    ..Stored::default()
                 },
             ),
         ]);
@@ -624,7 +680,10 @@ mod tests {
             vars in proptest::collection::vec(("[A-F]", ".{1,40}", 0u8..3), 0..6),
             stored in proptest::collection::btree_map(
                 "[A-F]",
-                (any::<bool>(), proptest::option::of(text())),
+                (
+                    (any::<bool>(), proptest::option::of(text())),
+                    (proptest::option::of(text()), proptest::option::of(text()), any::<bool>()),
+                ),
                 0..6,
             ),
         ) {
@@ -632,7 +691,9 @@ mod tests {
             let env = env(vars);
             let stored: StoredKeys = stored
                 .into_iter()
-                .map(|(k, (encrypted, unreadable))| (k, Stored { encrypted, unreadable }))
+                .map(|(k, ((encrypted, unreadable), (fingerprint, updated_at, overridden_by_process)))| {
+                    (k, Stored { encrypted, unreadable, fingerprint, updated_at, overridden_by_process })
+                })
                 .collect();
             prop_assert_eq!(
                 String::from_utf8_lossy(&render_view(&index, &env, &stored)).into_owned(),

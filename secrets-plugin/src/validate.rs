@@ -59,12 +59,7 @@ pub(crate) fn validate(
             ));
         }
     };
-    if secrets.is_empty() {
-        return Err(Invalid::Body(
-            ErrorCode::EmptySecrets,
-            "`secrets` names no key",
-        ));
-    }
+    // `{"secrets": {}}` is a valid no-op (SPEC §8): no changes, no error.
     let mut rejected = BTreeMap::new();
     let mut changes = Vec::with_capacity(secrets.len());
     for (checked, (key, value)) in secrets.iter().enumerate() {
@@ -131,7 +126,7 @@ fn check_entry(
 
 /// Keys are attacker-chosen text echoed in an error: keep them short and
 /// printable.
-fn printable_key(key: &str) -> String {
+pub(crate) fn printable_key(key: &str) -> String {
     const MAX: usize = 128;
     let mut out: String = key
         .chars()
@@ -208,10 +203,7 @@ mod tests {
             v(json!({"secrets": "x"})),
             Err(Invalid::Body(ErrorCode::InvalidSecretsType, _))
         ));
-        assert!(matches!(
-            v(json!({"secrets": {}})),
-            Err(Invalid::Body(ErrorCode::EmptySecrets, _))
-        ));
+        assert_eq!(v(json!({"secrets": {}})), Ok(Vec::new()));
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::{get, put};
 
 #[path = "../tools/child_host.rs"]
 mod child_host;
+#[path = "../tools/crash_audit.rs"]
+mod crash_audit;
 #[path = "../tools/crash_check.rs"]
 mod crash_check;
 #[path = "../tools/rotation_check.rs"]
@@ -397,6 +399,7 @@ async fn crash_safety_smoke() -> Result<()> {
     println!("{report}");
     assert_eq!(report.iterations, 20);
     assert!(report.acknowledged_puts > 0, "{report}");
+    assert!(report.audit_lines > 0, "{report}");
     Ok(())
 }
 

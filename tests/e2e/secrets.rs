@@ -191,7 +191,7 @@ async fn every_rejection_changes_nothing() -> Result<()> {
             "application/json",
             "invalid_secrets_type",
         ),
-        ("{\"secrets\": {}}", "application/json", "empty_secrets"),
+        // `{"secrets": {}}` is a no-op now (SPEC §8): `knowing::the_empty_write_*`.
         (
             "{\"secrets\": {\"P0_KEY_4\": \"v\"}}",
             "text/plain",

@@ -56,6 +56,8 @@ pub(crate) struct Report {
     /// Temporary files killed writes left in the config folder (each
     /// removed by the next start, which the check verifies).
     pub leftover_temp_files: usize,
+    /// Lines of the audit log after the last kill, every one whole.
+    pub audit_lines: usize,
     /// Seed used.
     pub seed: u64,
     /// Wall time.
@@ -67,9 +69,11 @@ impl fmt::Display for Report {
         write!(
             f,
             "crash-safety: {} iterations (SIGKILL at a random moment), every file parsed, \
-             mode 0600, every key old-or-new: PASS; {} PUTs acknowledged, in-flight PUTs at \
+             mode 0600, every key old-or-new, audit log whole with a line for every \
+             acknowledged PUT ({} lines): PASS; {} PUTs acknowledged, in-flight PUTs at \
              the kill: {} landed / {} not; {} temp files of killed writes, all removed at the next start; seed {:#x}; {:.1} s",
             self.iterations,
+            self.audit_lines,
             self.acknowledged_puts,
             self.in_flight_landed,
             self.in_flight_lost,
@@ -124,6 +128,7 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
         in_flight_landed: 0,
         in_flight_lost: 0,
         leftover_temp_files: 0,
+        audit_lines: 0,
         seed: settings.seed,
         elapsed: Duration::ZERO,
     };
@@ -164,12 +169,23 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
         report.leftover_temp_files += temp_files(&folder)?;
         let file = read_checked(&config, &home.key_file())
             .with_context(|| format!("iteration {iteration}"))?;
+        // The audit log: whole lines, and a line for every acknowledged PUT.
+        let audit = super::crash_audit::AuditFile::read(&folder.join("audit.jsonl"), &home)
+            .with_context(|| format!("iteration {iteration}"))?;
+        report.audit_lines = audit.lines;
         for (w, p) in progress.iter().enumerate() {
             let (sent, acked) = (
                 p.sent.load(Ordering::SeqCst),
                 p.acked.load(Ordering::SeqCst),
             );
             report.acknowledged_puts += acked;
+            for n in 1..=acked {
+                let [a, _] = values(w, iteration, n);
+                ensure!(
+                    audit.has_applied(&keys(w)[0], a.as_deref().unwrap_or(""))?,
+                    "iteration {iteration}: writer {w}'s acknowledged PUT {n} has no audit line"
+                );
+            }
             let keys = keys(w);
             let found = [file.get(&keys[0]).cloned(), file.get(&keys[1]).cloned()];
             let expect = |n: u64| -> [Option<String>; 2] {

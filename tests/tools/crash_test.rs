@@ -13,6 +13,7 @@
 
 #[allow(dead_code)] // shared with the soak tool
 mod child_host;
+mod crash_audit;
 mod crash_check;
 mod rotation_check;
 

@@ -4,8 +4,9 @@
 //! Equal values have equal fingerprints (a client can tell whether two
 //! hosts hold the same key, or whether a key changed), and a fingerprint
 //! reveals nothing of the value: without the HMAC key nobody can test a
-//! guess against it. The key is random per process for now; a key shared
-//! between one owner's hosts belongs in the config or the secret store.
+//! guess against it. The key is the host's fingerprint key
+//! (`store::fingerprint_key`), kept with the secrets key, so fingerprints
+//! stay equal across restarts, key rotations and hosts sharing the key.
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -36,13 +37,17 @@ impl Fingerprinter {
         Some(Self { key: Some(key) })
     }
 
-    /// The fingerprints of this process, under a key made at first use
-    /// (random; without randomness there is no key and every fingerprint
-    /// is empty, which the log says).
+    /// The fingerprints of this process: under the key the host installed
+    /// at start-up ([`Fingerprinter::install`]); before that (or without
+    /// one), under a random key made at first use (without randomness there
+    /// is no key and every fingerprint is empty, which the log says).
     pub(crate) fn process() -> std::sync::Arc<Self> {
-        static PROCESS: std::sync::OnceLock<std::sync::Arc<Fingerprinter>> =
+        if let Some(installed) = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return std::sync::Arc::clone(installed);
+        }
+        static RANDOM: std::sync::OnceLock<std::sync::Arc<Fingerprinter>> =
             std::sync::OnceLock::new();
-        std::sync::Arc::clone(PROCESS.get_or_init(|| {
+        std::sync::Arc::clone(RANDOM.get_or_init(|| {
             std::sync::Arc::new(Self::random().unwrap_or_else(|| {
                 tracing::error!("no randomness for the fingerprint key; no fingerprints");
                 Self { key: None }
@@ -50,8 +55,14 @@ impl Fingerprinter {
         }))
     }
 
-    /// Fingerprints under `key` (tests, and hosts that share a key).
-    #[cfg(test)]
+    /// Makes `self` the fingerprints of this process (the host's stable
+    /// key, at start-up). A process runs one host; tests that build several
+    /// in one process share the last one installed.
+    pub(crate) fn install(self) {
+        *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(self));
+    }
+
+    /// Fingerprints under `key` (the host's fingerprint key, and tests).
     pub(crate) fn with_key(key: [u8; 32]) -> Self {
         Self { key: Some(key) }
     }
@@ -80,6 +91,10 @@ impl Fingerprinter {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The fingerprints [`Fingerprinter::install`] set.
+static INSTALLED: std::sync::RwLock<Option<std::sync::Arc<Fingerprinter>>> =
+    std::sync::RwLock::new(None);
 
 /// `t` as RFC 3339 in UTC with seconds, e.g. `2025-01-31T12:00:00Z`.
 pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {

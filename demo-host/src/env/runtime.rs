@@ -27,12 +27,14 @@ use host_api::{EnvChange, EnvSnapshot, EnvSource, EnvUpdate, EnvVar, HostError};
 use crate::{
     env::{
         at_rest::{AtRest, AtRestTable},
+        audited::{Actor, EnvAudit},
         key_policy::KeyPolicy,
         notify::{AppliedChange, ChangeListener, ChangeOrigin, Listener, PlanFuture},
     },
     store::config_file::{ConfigError, ConfigStore},
 };
 
+mod audit_path;
 mod fleet;
 
 pub(crate) use fleet::{Fleet, start_fleet};
@@ -60,6 +62,8 @@ pub struct RuntimeEnv {
     /// The fleet's KV store, when the secrets live there instead of the
     /// config file (SPEC §9, `fleet`).
     fleet: Option<Arc<Fleet>>,
+    /// The audit log every update leaves its line in (`env::audited`).
+    audit: EnvAudit,
 }
 
 /// Keys the process environment set at start-up, keys the config file held
@@ -95,6 +99,9 @@ struct CommitQueue {
 }
 
 struct Pending {
+    /// Who asked, and the id of the update's audit line.
+    actor: Actor,
+    audit_id: String,
     ticket: u64,
     changes: Vec<EnvChange>,
     expected: Option<u64>,
@@ -146,6 +153,7 @@ impl RuntimeEnv {
             at_rest: AtRestTable::default(),
             listener: Listener::default(),
             fleet: None,
+            audit: EnvAudit::default(),
         }
     }
 
@@ -226,6 +234,17 @@ impl RuntimeEnv {
         changes: &[EnvChange],
         expected_version: Option<u64>,
     ) -> Result<EnvUpdate, HostError> {
+        self.update_as(changes, expected_version, &Actor::default())
+    }
+
+    /// [`RuntimeEnv::update_blocking`] on behalf of `actor`, who the audit
+    /// line of the update names (`env::audited`).
+    pub(crate) fn update_as(
+        &self,
+        changes: &[EnvChange],
+        expected_version: Option<u64>,
+        actor: &Actor,
+    ) -> Result<EnvUpdate, HostError> {
         let mut rejected = HostError::new(HostError::REJECTED, "");
         for change in changes {
             if let Some(reason) = self.policy.check(change.key()) {
@@ -242,6 +261,7 @@ impl RuntimeEnv {
         if !rejected.details.is_empty() {
             rejected.message =
                 format!("{} environment keys refused", rejected.details.len()).into();
+            self.audit.rejected(actor, changes, &rejected)?;
             return Err(rejected);
         }
 
@@ -252,6 +272,8 @@ impl RuntimeEnv {
             ticket,
             changes: changes.to_vec(),
             expected: expected_version,
+            actor: actor.clone(),
+            audit_id: crate::store::audit::new_id(),
         });
         loop {
             if let Some(outcome) = queue.done.remove(&ticket) {
@@ -267,7 +289,7 @@ impl RuntimeEnv {
                     tickets: batch.iter().map(|p| p.ticket).collect(),
                     own: ticket,
                 };
-                let outcomes = self.commit(batch);
+                let outcomes = self.commit_audited(batch);
                 self.lock_queue().done.extend(outcomes);
                 drop(writing);
                 queue = self.lock_queue();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use host_api::ErrorCode;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
-use crate::{registry::Registry, store::config_file::ConfigStore};
+use crate::{http::audit_lines::ToggleAudit, registry::Registry, store::config_file::ConfigStore};
 
 /// The host's own routes, documented with poem-openapi.
 pub(crate) struct HostApi {
@@ -125,7 +125,8 @@ enum ToggleResponse {
     #[allow(dead_code)] // produced by the host's body limits, before the route
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
-    /// The config file could not be written; nothing changed.
+    /// The config file or the audit log could not be written; nothing
+    /// changed.
     #[oai(status = 500)]
     Storage(Json<ErrorBody>),
 }
@@ -257,12 +258,26 @@ impl HostApi {
     #[oai(path = "/api/plugins/:id", method = "put", tag = "HostTags::Plugins")]
     async fn toggle_plugin(
         &self,
+        req: &poem::Request,
         /// The plugin id, percent-encoded.
         id: Path<String>,
         body: Json<TogglePlugin>,
     ) -> ToggleResponse {
         let id = id.0;
         let enabled = body.0.enabled;
+        // On disk before the toggle; no line, no toggle (SPEC §8).
+        let audit = ToggleAudit::new(
+            self.config.path(),
+            crate::plugins::parsed::client_of(req),
+            &id,
+            enabled,
+        );
+        if !audit.write_ahead().await {
+            return ToggleResponse::Storage(error_body(
+                ErrorCode::StorageError,
+                "the audit log could not be written, so nothing was changed",
+            ));
+        }
         let registry = Arc::clone(&self.registry);
         let config = Arc::clone(&self.config);
         let task_id = id.clone();
@@ -281,18 +296,28 @@ impl HostApi {
                     enabled: entry.enabled,
                 }))
             }
-            Ok(Ok(None)) => ToggleResponse::NotFound(error_body(
-                ErrorCode::PluginNotFound,
-                "no plugin with this id is known to the host",
-            )),
+            Ok(Ok(None)) => {
+                let why = "no plugin with this id is known to the host";
+                audit
+                    .did_not_happen("rejected", ErrorCode::PluginNotFound.as_str(), why)
+                    .await;
+                ToggleResponse::NotFound(error_body(ErrorCode::PluginNotFound, why))
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "could not persist a plugin toggle");
-                ToggleResponse::Storage(error_body(ErrorCode::StorageError, &e.client_message()))
+                let why = e.client_message();
+                audit
+                    .did_not_happen("failed", ErrorCode::StorageError.as_str(), &why)
+                    .await;
+                ToggleResponse::Storage(error_body(ErrorCode::StorageError, &why))
             }
-            Err(_) => ToggleResponse::Storage(error_body(
-                ErrorCode::InternalError,
-                "the toggle task failed",
-            )),
+            Err(_) => {
+                let why = "the toggle task failed";
+                audit
+                    .did_not_happen("failed", ErrorCode::InternalError.as_str(), why)
+                    .await;
+                ToggleResponse::Storage(error_body(ErrorCode::InternalError, why))
+            }
         }
     }
 

@@ -75,16 +75,24 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Middleware: when a token is configured, `/api/*` requests without it get
-/// 401 `{"error": "Unauthorized", "code": "unauthorized"}`.
+/// 401 `{"error": "Unauthorized", "code": "unauthorized"}`. A refusal on a
+/// secrets route is audited in the log of the config file `config`, at
+/// most once a minute per client (`http::audit_lines`).
 pub(crate) async fn require_token<E: Endpoint>(
     next: E,
     req: Request,
     token: Option<&str>,
+    config: &std::path::Path,
 ) -> poem::Result<Response> {
     if let Some(expected) = token
         && is_api_path(req.uri().path())
         && !presented_token(&req).is_some_and(|t| token_matches(expected, t))
     {
+        if crate::http::audit_lines::is_secrets_path(req.uri().path()) {
+            crate::http::audit_lines::refusals()
+                .refused(config, &req)
+                .await;
+        }
         return Ok(json_error_response(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,

@@ -3,6 +3,7 @@
 
 pub(crate) mod allow;
 pub(crate) mod api;
+pub(crate) mod audit_lines;
 pub(crate) mod auth;
 pub(crate) mod browser;
 pub(crate) mod errors;

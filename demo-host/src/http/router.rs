@@ -155,10 +155,13 @@ impl RouterParts {
             .as_deref()
             .map(|t| TokenFingerprint(Fingerprinter::process().of(t).into()));
         let loopback_only = self.loopback_only;
+        // Refused tokens on secrets routes are audited (`http::audit_lines`).
+        let config_path: Arc<std::path::Path> = Arc::from(self.config.path());
         route
             .around(move |next, req: Request| {
                 let token = token.clone();
                 let token_fingerprint = token_fingerprint.clone();
+                let config_path = Arc::clone(&config_path);
                 async move {
                     if let Some(refused) = host_header::refuse(&req, loopback_only) {
                         return Ok(refused);
@@ -168,7 +171,7 @@ impl RouterParts {
                         // What a plugin learns of the token (`plugins::parsed`).
                         req.extensions_mut().insert(fingerprint);
                     }
-                    auth::require_token(next, req, token.as_deref()).await
+                    auth::require_token(next, req, token.as_deref(), &config_path).await
                 }
             })
             .catch_all_error(render_error)

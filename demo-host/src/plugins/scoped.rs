@@ -276,7 +276,9 @@ impl PluginServices for ScopedServices {
                     keys = changes.len(),
                     "environment update requested"
                 );
-                HostContext::update_env(&self.inner, changes, expected_version)
+                // The host audits the update with this client
+                // (`env::audited`).
+                self.inner.update_env_for(changes, expected_version, client)
             },
         )
     }
@@ -318,5 +320,17 @@ impl PluginServices for ScopedServices {
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         HostContext::log(&self.inner, level, message)
+    }
+
+    fn value_warnings_v1(
+        &self,
+        changes: RVec<EnvChange>,
+    ) -> RVec<abi_stable::std_types::Tuple2<RString, RString>> {
+        self.shielded("value_warnings_v1", RVec::new, || {
+            crate::knowing::value_warnings(&self.env, &changes)
+                .into_iter()
+                .map(|(key, message)| abi_stable::std_types::Tuple2(key.into(), message.into()))
+                .collect()
+        })
     }
 }

@@ -32,12 +32,12 @@ use abi_stable::{
 };
 use async_ffi::{FfiFuture, FutureExt as _};
 use host_api::{
-    EnvChange, EnvSnapshot, EnvUpdate, HostContext, HostContext_TO, HostContextBox, HostError,
-    LogLevel, RegistrySnapshot,
+    ClientInfo, EnvChange, EnvSnapshot, EnvUpdate, HostContext, HostContext_TO, HostContextBox,
+    HostError, LogLevel, RegistrySnapshot,
 };
 
 use crate::{
-    env::runtime::RuntimeEnv,
+    env::{audited::Actor, runtime::RuntimeEnv},
     plugins::{runtime::plugin_runtime, scope::Scope},
     registry::Registry,
 };
@@ -100,6 +100,74 @@ impl HostServices {
 
     fn withdrawn(&self) -> bool {
         self.withdrawn.load(Ordering::Acquire)
+    }
+
+    /// `update_env` on behalf of `client`, who the update's audit line
+    /// names with this plugin (`env::audited`). A key outside the scope
+    /// refuses the whole update, and the refusal is audited too.
+    pub(crate) fn update_env_for(
+        &self,
+        changes: RVec<EnvChange>,
+        expected_version: ROption<u64>,
+        client: ClientInfo,
+    ) -> UpdateFuture {
+        if self.withdrawn() {
+            return ready_update(Err(withdrawn_error()));
+        }
+        let refused = self.scope.as_ref().and_then(|scope| {
+            changes
+                .iter()
+                .filter_map(|c| Some((c.key(), scope.write_refusal(c.key())?)))
+                .fold(None, |error: Option<HostError>, (key, reason)| {
+                    let error = error.unwrap_or_else(|| {
+                        HostError::new(HostError::REJECTED, "keys outside the plugin's scope")
+                    });
+                    Some(error.with_detail(key, &reason))
+                })
+        });
+        self.shielded(
+            "update_env",
+            || ready_update(Err(service_failed("update_env"))),
+            || {
+                let runtime = match plugin_runtime() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!(error = %e, "no runtime for an environment update");
+                        return ready_update(Err(service_failed("update_env")));
+                    }
+                };
+                let env = Arc::clone(&self.env);
+                let actor = Actor::plugin(&self.plugin_id, client);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // The fsyncs (audit line, config) run on the plugin runtime's
+                // blocking pool, never on the thread that polls the future
+                // (which may be a runtime worker, or a plugin's own thread
+                // with no runtime at all).
+                runtime.spawn_blocking(move || {
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match refused {
+                        Some(error) => {
+                            env.audit_rejected(&actor, &changes, &error)?;
+                            Err(error)
+                        }
+                        None => env.update_as(&changes, expected_version.into_option(), &actor),
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(
+                            service = "update_env",
+                            "a host service failed (panicked); the plugin gets an error"
+                        );
+                        Err(service_failed("update_env"))
+                    });
+                    let _ = tx.send(outcome);
+                });
+                async move {
+                    rx.await
+                        .unwrap_or_else(|_| Err(service_failed("update_env")))
+                        .into()
+                }
+                .into_ffi()
+            },
+        )
     }
 
     /// Runs `service`'s body; a panic is logged and answered by `fallback`.
@@ -203,60 +271,7 @@ impl HostContext for HostServices {
         changes: RVec<EnvChange>,
         expected_version: ROption<u64>,
     ) -> FfiFuture<RResult<EnvUpdate, HostError>> {
-        if self.withdrawn() {
-            return ready_update(Err(withdrawn_error()));
-        }
-        if let Some(scope) = &self.scope {
-            let refused = changes
-                .iter()
-                .filter_map(|c| Some((c.key(), scope.write_refusal(c.key())?)))
-                .fold(None, |error: Option<HostError>, (key, reason)| {
-                    let error = error.unwrap_or_else(|| {
-                        HostError::new(HostError::REJECTED, "keys outside the plugin's scope")
-                    });
-                    Some(error.with_detail(key, &reason))
-                });
-            if let Some(error) = refused {
-                return ready_update(Err(error));
-            }
-        }
-        self.shielded(
-            "update_env",
-            || ready_update(Err(service_failed("update_env"))),
-            || {
-                let runtime = match plugin_runtime() {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        tracing::error!(error = %e, "no runtime for an environment update");
-                        return ready_update(Err(service_failed("update_env")));
-                    }
-                };
-                let env = Arc::clone(&self.env);
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                // The fsync runs on the plugin runtime's blocking pool, never
-                // on the thread that polls the future (which may be a runtime
-                // worker, or a plugin's own thread with no runtime at all).
-                runtime.spawn_blocking(move || {
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        env.update_blocking(&changes, expected_version.into_option())
-                    }))
-                    .unwrap_or_else(|_| {
-                        tracing::error!(
-                            service = "update_env",
-                            "a host service failed (panicked); the plugin gets an error"
-                        );
-                        Err(service_failed("update_env"))
-                    });
-                    let _ = tx.send(outcome);
-                });
-                async move {
-                    rx.await
-                        .unwrap_or_else(|_| Err(service_failed("update_env")))
-                        .into()
-                }
-                .into_ffi()
-            },
-        )
+        self.update_env_for(changes, expected_version, ClientInfo::default())
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {

@@ -1,13 +1,33 @@
-//! The audit log: `audit.jsonl` beside the config file, one JSON object per
-//! line, appended and on disk (fsync) before an append returns.
+//! The audit log (SPEC §8): `audit.jsonl` beside the config file (or
+//! `--audit-log PATH`), one JSON object per line, appended and on disk
+//! (fsync) before an append returns.
 //!
-//! Plugins append and query it through their services
-//! (`host_api::PluginServices::audit_append` / `audit_query`). An entry
-//! carries keys, operations, fingerprints, reasons and the client, never a
-//! value: the plugin hands over fingerprints, the host adds the time and
-//! the plugin's id. The file is created owner-only (0600).
+//! The host writes it where every change passes: the runtime
+//! environment's commit path (`env::runtime`, one line per update, written
+//! with the batch of a group commit in one write and one fsync, *before*
+//! the config file is written, so a change is never applied without its
+//! line), plugin toggles, and refused authentication on secrets routes.
+//! Plugins append (the secrets plugin its rejections) and query it through
+//! their services (`host_api::PluginServices::audit_append` /
+//! `audit_query`). An entry carries keys, operations, fingerprints,
+//! reasons and the client, never a value. The file is created owner-only
+//! (0600), opened for each append (a folder that vanished, or a path that
+//! became a folder, fails the append, and the caller fails closed).
+//!
+//! Every line has an `id`. A write whose line was written but whose config
+//! write then failed gets a second line with the same `id` and the outcome
+//! `failed`; a query reports the newest line of each `id` only, so each
+//! attempt is one entry.
+//!
+//! Rotation (`audit::rotation`): when the file reaches its size limit
+//! (16 MiB by default) it becomes `audit.jsonl.1`, older ones shift up to
+//! `audit.jsonl.4`, and the oldest is deleted: at most five files, about
+//! 80 MiB, are retained. Queries read them all, newest first.
+
+mod rotation;
 
 use std::{
+    collections::HashSet,
     fs::OpenOptions,
     io::Write as _,
     path::{Path, PathBuf},
@@ -18,8 +38,13 @@ use abi_stable::std_types::{RString, RVec, Tuple2};
 use host_api::{AuditEntry, AuditKey, AuditQuery, AuthMethod, ClientInfo, PeerAddr};
 use serde_json::{Value, json};
 
+pub(crate) use rotation::Rotation;
+
 /// The default number of entries a query returns.
 pub(crate) const DEFAULT_LIMIT: usize = 100;
+
+/// The most entries a query returns, whatever it asks for.
+pub(crate) const MAX_LIMIT: usize = 10_000;
 
 /// The largest audit file a query reads (older lines beyond it are not
 /// returned), so a query's memory stays bounded.
@@ -45,27 +70,45 @@ pub(crate) enum AuditError {
 #[derive(Debug)]
 pub(crate) struct AuditLog {
     path: PathBuf,
-    /// One appender at a time: each line is one write, in order.
+    rotation: Rotation,
+    /// One appender at a time: each batch of lines is one write, in order.
     append_lock: Mutex<()>,
 }
 
+/// The logs of this process, by config file (see [`AuditLog::shared_for`]).
+static LOGS: Mutex<Vec<(PathBuf, Weak<AuditLog>)>> = Mutex::new(Vec::new());
+
 impl AuditLog {
     /// The one log of the config file `config` in this process (every
-    /// plugin's services share it, and with it the append lock).
+    /// plugin's services, the toggles and the auth layer share it, and
+    /// with it the append lock): the one [`AuditLog::open_for`] set up, or
+    /// else `audit.jsonl` beside the config.
     pub(crate) fn shared_for(config: &Path) -> Arc<Self> {
-        static LOGS: Mutex<Vec<Weak<AuditLog>>> = Mutex::new(Vec::new());
-        let wanted = Self::beside(config);
         let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
-        logs.retain(|l| l.strong_count() > 0);
+        logs.retain(|(_, l)| l.strong_count() > 0);
         if let Some(log) = logs
             .iter()
-            .filter_map(Weak::upgrade)
-            .find(|l| l.path == wanted.path)
+            .filter(|(c, _)| c == config)
+            .find_map(|(_, l)| l.upgrade())
         {
             return log;
         }
-        let log = Arc::new(wanted);
-        logs.push(Arc::downgrade(&log));
+        let log = Arc::new(Self::beside(config));
+        logs.push((config.to_owned(), Arc::downgrade(&log)));
+        log
+    }
+
+    /// Sets up the log of the config file `config` at `path` (`None`:
+    /// beside the config) for this process; later [`AuditLog::shared_for`]
+    /// calls get it.
+    pub(crate) fn open_for(config: &Path, path: Option<&Path>) -> Arc<Self> {
+        let log = Arc::new(match path {
+            Some(path) => Self::at(path.to_owned()),
+            None => Self::beside(config),
+        });
+        let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+        logs.retain(|(c, l)| l.strong_count() > 0 && c != config);
+        logs.push((config.to_owned(), Arc::downgrade(&log)));
         log
     }
 
@@ -75,72 +118,155 @@ impl AuditLog {
             .parent()
             .map(|dir| dir.join("audit.jsonl"))
             .unwrap_or_else(|| PathBuf::from("audit.jsonl"));
+        Self::at(path)
+    }
+
+    /// The log at `path`.
+    pub(crate) fn at(path: PathBuf) -> Self {
         Self {
             path,
+            rotation: Rotation::default(),
             append_lock: Mutex::new(()),
         }
     }
 
-    /// The file.
+    /// The same log, rotated by `rotation`.
     #[cfg(test)]
+    pub(crate) fn with_rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// The file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends `entry` as one line and syncs it to disk. Blocking.
+    /// Checks that the log can be appended to (opens it, creating it
+    /// 0600), so a host whose log is unusable says so at start-up.
+    pub(crate) fn check_writable(&self) -> Result<(), AuditError> {
+        let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.open_append().map(drop)
+    }
+
+    /// Appends `entry` as one line (with a fresh id) and syncs it to disk.
+    /// Blocking.
     pub(crate) fn append(&self, entry: &AuditEntry) -> Result<(), AuditError> {
-        let mut line = to_json(entry).to_string();
-        line.push('\n');
+        self.append_lines(&[(new_id(), entry)])
+    }
+
+    /// Appends one line per `(id, entry)`, in order, in one write, and
+    /// syncs them to disk once (a group commit's lines). Blocking.
+    pub(crate) fn append_lines(&self, entries: &[(String, &AuditEntry)]) -> Result<(), AuditError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut text = String::new();
+        for (id, entry) in entries {
+            text.push_str(&to_json(id, entry).to_string());
+            text.push('\n');
+        }
         let io = |source| AuditError::Io {
             path: self.path.clone(),
             action: "written",
             source,
         };
         let _guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = self.open_append()?;
+        let size = file.metadata().map_err(io)?.len();
+        if self.rotation.due(size, text.len()) {
+            drop(file);
+            self.rotation.rotate(&self.path).map_err(io)?;
+            file = self.open_append()?;
+        }
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)
+    }
+
+    fn open_append(&self) -> Result<std::fs::File, AuditError> {
         let mut options = OpenOptions::new();
         options.append(true).create(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&self.path).map_err(io)?;
-        file.write_all(line.as_bytes()).map_err(io)?;
-        file.sync_data().map_err(io)
+        options.open(&self.path).map_err(|source| AuditError::Io {
+            path: self.path.clone(),
+            action: "written",
+            source,
+        })
     }
 
-    /// The entries matching `query`, newest first. A missing file holds
-    /// none; a line that is not an entry is skipped. Blocking.
+    /// The entries matching `query`, newest first, the newest line of each
+    /// id only (see the module notes). Missing files hold none; a line that
+    /// is not an entry is skipped. Blocking.
     pub(crate) fn query(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, AuditError> {
+        let limit = match query.limit {
+            0 => DEFAULT_LIMIT,
+            n => (n as usize).min(MAX_LIMIT),
+        };
+        let key = query.key.as_str();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut budget = MAX_READ_BYTES;
+        for file in self.rotation.files_newest_first(&self.path) {
+            if out.len() >= limit || budget == 0 {
+                break;
+            }
+            let text = self.read(&file, budget)?;
+            budget = budget.saturating_sub(text.len() as u64);
+            for v in text
+                .lines()
+                .rev()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            {
+                // The newest line of an id stands for the attempt.
+                if let Some(id) = v.get("id").and_then(Value::as_str)
+                    && !seen.insert(id.to_owned())
+                {
+                    continue;
+                }
+                let Some(entry) = from_json(&v) else {
+                    continue;
+                };
+                if key.is_empty() || entry.keys.iter().any(|k| k.key.as_str() == key) {
+                    out.push(entry);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self, file: &Path, budget: u64) -> Result<String, AuditError> {
         let io = |source| AuditError::Io {
             path: self.path.clone(),
             action: "read",
             source,
         };
-        let text = match std::fs::File::open(&self.path) {
-            Ok(file) => {
-                let mut text = String::new();
-                std::io::Read::read_to_string(
-                    &mut std::io::Read::take(file, MAX_READ_BYTES),
-                    &mut text,
-                )
-                .map_err(io)?;
-                text
+        match std::fs::File::open(file) {
+            Ok(f) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, budget), &mut bytes)
+                    .map_err(io)?;
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(e)),
-        };
-        let limit = match query.limit {
-            0 => DEFAULT_LIMIT,
-            n => n as usize,
-        };
-        let key = query.key.as_str();
-        Ok(text
-            .lines()
-            .rev()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter_map(|v| from_json(&v))
-            .filter(|e| key.is_empty() || e.keys.iter().any(|k| k.key.as_str() == key))
-            .take(limit)
-            .collect())
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(io(e)),
+        }
     }
+}
+
+/// A fresh line id: 16 random hex digits (a counter when the system has no
+/// randomness, unique within the process).
+pub(crate) fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes = n.to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn client_json(client: &ClientInfo) -> Value {
@@ -151,11 +277,12 @@ fn client_json(client: &ClientInfo) -> Value {
     })
 }
 
-fn to_json(entry: &AuditEntry) -> Value {
+fn to_json(id: &str, entry: &AuditEntry) -> Value {
     let details = serde_json::from_str::<Value>(&entry.details_json)
         .ok()
         .filter(Value::is_object);
     json!({
+        "id": id,
         "time": entry.time.as_str(),
         "plugin": entry.plugin.as_str(),
         "action": entry.action.as_str(),
@@ -300,5 +427,40 @@ mod tests {
         text.push_str("not json\n{\"x\":1}\n");
         std::fs::write(log.path(), text).expect("write");
         assert_eq!(log.query(&AuditQuery::default()).expect("read").len(), 1);
+    }
+
+    #[test]
+    fn a_later_line_of_the_same_id_stands_for_the_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::beside(&dir.path().join("milady.toml"));
+        let (applied, other, failed) = (
+            entry("A", "applied"),
+            entry("B", "applied"),
+            entry("A", "failed"),
+        );
+        log.append_lines(&[("1".into(), &applied), ("2".into(), &other)])
+            .expect("appended");
+        log.append_lines(&[("1".into(), &failed)])
+            .expect("appended");
+        let all = log.query(&AuditQuery::default()).expect("read");
+        let outcomes: Vec<(&str, &str)> = all
+            .iter()
+            .map(|e| (e.keys[0].key.as_str(), e.outcome.as_str()))
+            .collect();
+        assert_eq!(outcomes, [("A", "failed"), ("B", "applied")]);
+        let text = std::fs::read_to_string(log.path()).expect("read");
+        assert_eq!(text.lines().count(), 3, "the file keeps every line");
+    }
+
+    #[test]
+    fn an_unusable_path_fails_the_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A folder where the file should be.
+        let log = AuditLog::at(dir.path().to_owned());
+        assert!(log.append(&entry("A", "applied")).is_err());
+        assert!(log.check_writable().is_err());
+        // A folder that is gone.
+        let gone = AuditLog::at(dir.path().join("gone").join("audit.jsonl"));
+        assert!(gone.append(&entry("A", "applied")).is_err());
     }
 }

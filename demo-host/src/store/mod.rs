@@ -19,8 +19,11 @@
 //!   lives, created on first use, read, checked);
 //! - `lock`: the advisory locks beside the config, shared by the host and
 //!   every command that writes it;
-//! - `audit`: the audit log (`audit.jsonl` beside the config file) that
-//!   plugins append to and query through their services;
+//! - `audit`: the audit log (`audit.jsonl` beside the config file), written
+//!   by the host's write path and appended to and queried by plugins
+//!   through their services, with size-based rotation (`audit::rotation`);
+//! - `fingerprint_key`: the HMAC key of fingerprints, kept with the secrets
+//!   key, exported and imported on purpose;
 //! - `fault_injection` (debug builds only): the `DEMO_HOST_FAULT_FILE` seam
 //!   the disk-fault tests use.
 //!
@@ -41,6 +44,7 @@ pub(crate) mod config_file;
 #[cfg(debug_assertions)]
 mod fault_injection;
 pub(crate) mod file_safety;
+pub(crate) mod fingerprint_key;
 pub(crate) mod kv;
 pub(crate) mod lock;
 pub(crate) mod sealed;
