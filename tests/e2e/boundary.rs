@@ -166,7 +166,7 @@ async fn overwriting_a_loaded_library_in_place_never_reaches_the_running_host() 
                 let mut i = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     i += 1;
-                    let resp = if i % 4 == 0 {
+                    let resp = if i.is_multiple_of(4) {
                         let value = format!("sk-traffic-{n}-{i}-0123456789abcdef");
                         let body = json!({"secrets": {"OPENAI_API_KEY": value}});
                         c.put(&url).json(&body).send().await
