@@ -411,15 +411,16 @@ async fn refused(
         .unwrap_or_default();
     match crate::audit_route::record_refusal(services, client, Some(body), reasons).await {
         Ok(()) => response,
-        Err(_) => PutResponse::Storage(audit_unusable()),
+        Err(e) => PutResponse::Storage(audit_unusable(&e)),
     }
 }
 
 /// The error when the audit log cannot be written.
-pub(crate) fn audit_unusable() -> ErrorBody {
+/// The host's message says why (no path, no value).
+fn audit_unusable(e: &HostError) -> ErrorBody {
     ErrorBody::new(
         ErrorCode::StorageError,
-        "the audit log could not be written, so the request was refused and nothing changed",
+        &format!("the request was refused: {}", e.message),
     )
 }
 

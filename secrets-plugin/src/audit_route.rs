@@ -227,10 +227,10 @@ pub(crate) async fn unread_body(
     let reasons = [(code.to_owned(), message.to_owned())];
     match record_refusal(services, client, None, reasons).await {
         Ok(()) => response,
-        Err(_) => ParsedResponse::error(
+        Err(e) => ParsedResponse::error(
             500,
             host_api::ErrorCode::StorageError,
-            "the audit log could not be written, so the request was refused and nothing changed",
+            &format!("the request was refused: {}", e.message),
         ),
     }
 }

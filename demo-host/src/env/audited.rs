@@ -157,10 +157,7 @@ impl EnvAudit {
 pub(crate) fn unavailable(e: &audit::AuditError) -> HostError {
     // The path is for the host's log, not for the client.
     tracing::error!(error = %e, "audit log unusable: the change is refused");
-    HostError::new(
-        HostError::STORAGE,
-        "the audit log could not be written, so nothing was changed",
-    )
+    HostError::new(HostError::STORAGE, e.client_message())
 }
 
 #[cfg(test)]

@@ -272,11 +272,8 @@ impl HostApi {
             &id,
             enabled,
         );
-        if !audit.write_ahead().await {
-            return ToggleResponse::Storage(error_body(
-                ErrorCode::StorageError,
-                "the audit log could not be written, so nothing was changed",
-            ));
+        if let Err(message) = audit.write_ahead().await {
+            return ToggleResponse::Storage(error_body(ErrorCode::StorageError, &message));
         }
         let registry = Arc::clone(&self.registry);
         let config = Arc::clone(&self.config);

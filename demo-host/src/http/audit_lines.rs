@@ -48,17 +48,17 @@ impl ToggleAudit {
         }
     }
 
-    /// Writes the line before the toggle; `false` when it cannot be
-    /// written (the toggle must then not happen).
-    pub(crate) async fn write_ahead(&self) -> bool {
+    /// Writes the line before the toggle; when it cannot be written, the
+    /// message for the client (the toggle must then not happen).
+    pub(crate) async fn write_ahead(&self) -> Result<(), String> {
         let (log, id, entry) = (Arc::clone(&self.log), self.id.clone(), self.entry.clone());
         match tokio::task::spawn_blocking(move || log.append_lines(&[(id, &entry)])).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "audit log unusable: the toggle is refused");
-                false
+                Err(e.client_message())
             }
-            Err(_) => false,
+            Err(_) => Err("the audit log could not be written, so nothing was changed".into()),
         }
     }
 

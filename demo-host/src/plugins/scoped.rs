@@ -157,7 +157,7 @@ fn withdrawn() -> HostError {
 fn audit_failed(e: &crate::store::audit::AuditError) -> HostError {
     // The path is for the log, not for the plugin's client.
     tracing::error!(error = %e, "audit log");
-    HostError::new(HostError::STORAGE, "the audit log could not be used")
+    HostError::new(HostError::STORAGE, e.client_message())
 }
 
 impl PluginServices for ScopedServices {

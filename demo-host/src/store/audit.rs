@@ -66,6 +66,27 @@ pub(crate) enum AuditError {
     },
 }
 
+impl AuditError {
+    /// The cause for an API client, without the file's path (the host's
+    /// log has it): e.g. `no storage space`, `read-only filesystem`.
+    pub(crate) fn cause(&self) -> String {
+        match self {
+            Self::Io { source, .. } => match source.raw_os_error() {
+                Some(code) => format!("{} (os error {code})", source.kind()),
+                None => source.kind().to_string(),
+            },
+        }
+    }
+
+    /// The message for an API client whose change the log refused.
+    pub(crate) fn client_message(&self) -> String {
+        format!(
+            "the audit log could not be written ({}), so nothing was changed",
+            self.cause()
+        )
+    }
+}
+
 /// The audit log of one host.
 #[derive(Debug)]
 pub(crate) struct AuditLog {
