@@ -200,8 +200,8 @@ impl Example for SecretsView {
 #[oai(rename = "SecretsUpdate", example)]
 struct SecretsUpdateSchema {
     /// Key → new value. A non-empty string sets the key; `""` clears it
-    /// (removed from the config file and the runtime environment).
-    #[oai(validator(min_properties = 1))]
+    /// (removed from the config file and the runtime environment). An empty
+    /// object is a valid no-op.
     secrets: BTreeMap<String, String>,
 }
 
