@@ -260,6 +260,12 @@ pub(crate) fn install_for(config: &Path) {
         }
     };
     let text = std::fs::read_to_string(config).unwrap_or_default();
+    // A config that is not TOML at all is the config loader's to report
+    // (it stops start-up naming the line); only a bad shape row is ours.
+    if text.parse::<toml_edit::DocumentMut>().is_err() {
+        *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(shipped));
+        return;
+    }
     let shapes = match shipped.clone().with_config(&text) {
         Ok(shapes) => shapes,
         Err(e) => {

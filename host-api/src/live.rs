@@ -23,7 +23,7 @@ use std::fmt;
 
 use abi_stable::{
     StableAbi, sabi_trait,
-    std_types::{RBox, ROption, RResult, RString, RVec},
+    std_types::{RBox, ROption, RResult, RString, RVec, Tuple2},
 };
 use async_ffi::FfiFuture;
 
@@ -117,6 +117,15 @@ impl EnvUpdateV2 {
 /// anywhere.
 #[sabi_trait]
 pub trait LiveServices: Clone + Send + Sync + 'static {
+    /// Warnings about `changes` before they are written (SPEC §8):
+    /// `(key, message)` for a value with the shape of another provider's
+    /// key or without the shape declared for its key (the host's shape
+    /// table, which the config file may extend), and for a key the process
+    /// environment sets, which wins again after a restart. Warnings never
+    /// refuse anything and never quote a value; keys outside the plugin's
+    /// scope get none.
+    fn value_warnings_v1(&self, changes: RVec<EnvChange>) -> RVec<Tuple2<RString, RString>>;
+
     /// [`crate::PluginServices::update_env`] (all or nothing, durable,
     /// compare-and-set on `expected_version`, keys in scope only, on
     /// behalf of `client`), then the change's restart plan: the host tells

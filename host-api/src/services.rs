@@ -305,20 +305,6 @@ pub trait PluginServices: Clone + Send + Sync + 'static {
     /// Writes one line to the host's log. Never pass a secret value.
     #[sabi(last_prefix_field)]
     fn log(&self, level: LogLevel, message: RStr<'_>);
-
-    /// Warnings about `changes` before they are written (since 0.1.3):
-    /// `(key, message)` for a value with the shape of another provider's
-    /// key or without the shape declared for its key (the host's shape
-    /// table), and for a key the process environment sets, which wins
-    /// again after a restart. Warnings never refuse anything, and never
-    /// quote a value.
-    ///
-    /// After the prefix, with a default: a host of 0.1.2 lacks it, and the
-    /// default answers no warnings.
-    fn value_warnings_v1(&self, changes: RVec<EnvChange>) -> RVec<Tuple2<RString, RString>> {
-        drop(changes);
-        RVec::new()
-    }
 }
 
 /// The owned, type-erased [`PluginServices`] a plugin receives. It is

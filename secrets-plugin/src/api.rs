@@ -339,7 +339,7 @@ impl SecretsApi {
         }
         let mut summary = summarise(&changes, &index);
         // Asked before the write (the host's shape table, precedence).
-        if let Some(services) = crate::SERVICES.get() {
+        if let Some(services) = crate::live() {
             summary.warnings = services
                 .value_warnings_v1(changes.clone().into())
                 .into_iter()

@@ -171,15 +171,6 @@ static HOST: OnceLock<HostContextBox> = OnceLock::new();
 /// The scoped services of host-api 0.1.2 (absent in an older host).
 static SERVICES: OnceLock<PluginServicesBox> = OnceLock::new();
 
-/// The live-change services of host-api 0.1.3 (absent in an older host).
-static LIVE: OnceLock<LiveServicesBox> = OnceLock::new();
-
-/// The live-change services, when the host lent them: `PUT` writes
-/// through them to answer the restart plan.
-fn live() -> Option<&'static LiveServicesBox> {
-    LIVE.get()
-}
-
 /// How the host stores each key, from its key records (host-api 0.1.2):
 /// encrypted or not, unreadable and why. Empty with an older host.
 fn stored_keys() -> render::StoredKeys {
@@ -187,6 +178,15 @@ fn stored_keys() -> render::StoredKeys {
         .get()
         .map(|services| render::stored_keys(&services.key_records_v1()))
         .unwrap_or_default()
+}
+
+/// The live-change services of host-api 0.1.3 (absent in an older host).
+static LIVE: OnceLock<LiveServicesBox> = OnceLock::new();
+
+/// The live-change services, when the host lent them: `PUT` writes
+/// through them to answer the restart plan.
+fn live() -> Option<&'static LiveServicesBox> {
+    LIVE.get()
 }
 
 /// The plugin as the host sees it.

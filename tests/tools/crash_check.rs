@@ -157,6 +157,19 @@ pub(crate) async fn run(settings: &Settings) -> Result<Report> {
                 writer(w, iteration, &url, &progress[w]).await
             }));
         }
+        // Every other kill window opens only once a PUT was acknowledged,
+        // so that a slow first write on a loaded machine still leaves
+        // acknowledged writes to check; the others may kill before any.
+        if iteration % 2 == 0 {
+            let waited = Instant::now();
+            while progress.iter().all(|p| p.acked.load(Ordering::SeqCst) == 0) {
+                ensure!(
+                    waited.elapsed() < Duration::from_secs(30),
+                    "iteration {iteration}: no PUT acknowledged in 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         let max_ms = settings.max_kill_delay.as_millis().max(1) as u64;
         tokio::time::sleep(Duration::from_millis(rng.below(max_ms + 1))).await;
         host.kill();

@@ -44,6 +44,18 @@ impl PlannedUpdates {
 }
 
 impl LiveServices for PlannedUpdates {
+    fn value_warnings_v1(
+        &self,
+        changes: RVec<EnvChange>,
+    ) -> RVec<
+        abi_stable::std_types::Tuple2<
+            abi_stable::std_types::RString,
+            abi_stable::std_types::RString,
+        >,
+    > {
+        self.scoped.value_warnings(&changes)
+    }
+
     fn update_env_v2(
         &self,
         changes: RVec<EnvChange>,

@@ -62,6 +62,26 @@ impl ScopedServices {
         }
     }
 
+    /// The warnings about writing `changes` (SPEC §8; served through the
+    /// live services, `plugins::planned`): only for keys this plugin may
+    /// write.
+    pub(crate) fn value_warnings(
+        &self,
+        changes: &[EnvChange],
+    ) -> RVec<abi_stable::std_types::Tuple2<RString, RString>> {
+        self.shielded("value_warnings_v1", RVec::new, || {
+            let in_scope: Vec<EnvChange> = changes
+                .iter()
+                .filter(|c| self.scope.write_refusal(c.key()).is_none())
+                .cloned()
+                .collect();
+            crate::knowing::value_warnings(&self.env, &in_scope)
+                .into_iter()
+                .map(|(key, message)| abi_stable::std_types::Tuple2(key.into(), message.into()))
+                .collect()
+        })
+    }
+
     /// Boxes the services as the ABI-stable object plugins receive.
     pub(crate) fn into_box(self) -> PluginServicesBox {
         PluginServices_TO::from_value(self, TD_Opaque)
@@ -320,17 +340,5 @@ impl PluginServices for ScopedServices {
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         HostContext::log(&self.inner, level, message)
-    }
-
-    fn value_warnings_v1(
-        &self,
-        changes: RVec<EnvChange>,
-    ) -> RVec<abi_stable::std_types::Tuple2<RString, RString>> {
-        self.shielded("value_warnings_v1", RVec::new, || {
-            crate::knowing::value_warnings(&self.env, &changes)
-                .into_iter()
-                .map(|(key, message)| abi_stable::std_types::Tuple2(key.into(), message.into()))
-                .collect()
-        })
     }
 }
