@@ -39,8 +39,10 @@ pub(crate) fn bridge(ctx: &Ctx) -> Result<Vec<Row>> {
         replies[0].status,
         replies[1].status
     );
+    // Each host keys its fingerprints with its own key: the bodies are
+    // the same but for the fingerprints' digits.
     ensure!(
-        replies[0].body == replies[1].body,
+        without_fingerprints(&replies[0].body) == without_fingerprints(&replies[1].body),
         "the plugin and the native handler answer with different bodies"
     );
     let body_kib = replies[0].body.len() as f64 / 1024.0;
@@ -100,4 +102,20 @@ pub(crate) fn bridge(ctx: &Ctx) -> Result<Vec<Row>> {
         .reference(fmt_spread(Spread::of(&p99[1]), 0, ""))
         .ratio(Spread::of(&r_p99)),
     ])
+}
+
+/// `body` with the digits of every fingerprint (`hmac-sha256:<hex>`)
+/// zeroed.
+fn without_fingerprints(body: &[u8]) -> Vec<u8> {
+    const PREFIX: &[u8] = b"hmac-sha256:";
+    let mut out = body.to_vec();
+    let mut at = 0;
+    while let Some(found) = out[at..].windows(PREFIX.len()).position(|w| w == PREFIX) {
+        at += found + PREFIX.len();
+        while at < out.len() && out[at].is_ascii_hexdigit() {
+            out[at] = b'0';
+            at += 1;
+        }
+    }
+    out
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use demo_host::{ConfigStore, Host, HostOptions, HostServices, NativeParsedEndpoint, SecretsKey};
+use demo_host::{ConfigStore, Host, HostOptions, NativeParsedEndpoint, SecretsKey};
 
 /// The file name of the plugin library on this platform.
 pub(crate) fn lib_file_name() -> String {
@@ -105,10 +105,13 @@ pub(crate) fn build_host_with(
 /// module, its panic shims and `FfiFuture`, and the hop to the plugin
 /// runtime within the request deadline.
 pub(crate) fn native_endpoint(host: &Host) -> Vec<(String, poem::endpoint::BoxEndpoint<'static>)> {
-    let services = HostServices::new(host.registry.clone(), host.env.clone(), "native");
+    // The services the plugin gets, scoped alike, so both sides render
+    // the same body (key records: encrypted, fingerprints, ...).
+    let (services, scoped, live) = host.native_services("native");
     // Leaked like the plugin's own static: one per benchmark host.
-    let secrets: &'static secrets_plugin::Secrets =
-        Box::leak(Box::new(secrets_plugin::Secrets::new(services.into_box())));
+    let secrets: &'static secrets_plugin::Secrets = Box::leak(Box::new(
+        secrets_plugin::Secrets::with_services(services, Some(scoped), Some(live)),
+    ));
     let inner = NativeParsedEndpoint::new(move |request| secrets.handle_parsed(request));
     vec![(
         secrets_plugin::ROUTE.into(),

@@ -43,6 +43,9 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         keys.len() == 32,
         "the catalog has fewer than 32 writable secrets"
     );
+    // Every host compared below holds the same 32 keys before it is
+    // measured, so each write parses and rewrites a file of the same size.
+    seed(&host, &keys)?;
     let addr = ctx.serve(host.endpoint())?;
     let keys = Arc::new(keys);
     let (one, many) = (
@@ -64,6 +67,7 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )?;
     let plain = ctx.host("writes-plain", true, &cat.path, &cat.keys)?;
+    seed(&plain, &keys)?;
     let plain_one = put_load(ctx, ctx.serve(plain.endpoint())?, &keys, 1);
     ctx.load(&Load {
         duration: Duration::from_millis(300),
@@ -79,6 +83,7 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
         &ctx.copies,
         |options| options.audit = false,
     )?;
+    seed(&unaudited, &keys)?;
     let unaudited_one = put_load(ctx, ctx.serve(unaudited.endpoint())?, &keys, 1);
     ctx.load(&Load {
         duration: Duration::from_millis(300),
@@ -207,6 +212,25 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
 
 /// `clients` connections PUTting one key each (of `keys`) to `addr` for a
 /// round.
+/// Sets each of `keys` once, with a value as long as those the load
+/// writes.
+fn seed(host: &demo_host::Host, keys: &[String]) -> Result<()> {
+    let changes: Vec<host_api::EnvChange> = keys
+        .iter()
+        .enumerate()
+        .map(|(conn, key)| host_api::EnvChange {
+            key: key.as_str().into(),
+            value: abi_stable::std_types::RSome(
+                format!("bench-value-{conn:02}-{:08}-abcdefghijklmnop", 0).into(),
+            ),
+        })
+        .collect();
+    host.env
+        .update_blocking(&changes, None)
+        .map_err(|e| anyhow::anyhow!("seeding the config failed: {}", e.message))?;
+    Ok(())
+}
+
 fn put_load(
     ctx: &Ctx,
     addr: std::net::SocketAddr,

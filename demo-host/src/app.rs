@@ -457,6 +457,28 @@ impl Host {
         self.router(native)
     }
 
+    /// The services a plugin granted `manage_secrets` would be lent, for a
+    /// handler linked natively into the host under `id` (`init`'s, then
+    /// those of host-api 0.1.2 and 0.1.3), so that a benchmark's native
+    /// side sees what the plugin sees (only with the `bench` feature).
+    #[cfg(feature = "bench")]
+    pub fn native_services(
+        &self,
+        id: &str,
+    ) -> (
+        host_api::HostContextBox,
+        host_api::PluginServicesBox,
+        host_api::LiveServicesBox,
+    ) {
+        let manifest = host_api::PluginManifest::new(id, id, "0.0.0");
+        let lent = crate::plugins::mount::lend(&manifest, true, &self.registry, &self.env);
+        (
+            lent.services.into_box(),
+            lent.scoped.into_box(),
+            lent.planned.into_box(),
+        )
+    }
+
     /// One endpoint over the router of the plugins in service, rebuilt
     /// and swapped in when a plugin is added (`plugins::live`,
     /// `http::router`).

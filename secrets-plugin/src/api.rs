@@ -9,7 +9,7 @@ use std::{
 use abi_stable::std_types::{RNone, ROption, RSome, RVec};
 use host_api::{
     ApplyMode, ClientInfo, EnvChange, ErrorCode, HostContextBox, HostError, LiveServicesBox,
-    PlanEntry,
+    PlanEntry, PluginServicesBox,
 };
 use poem_openapi::{
     ApiResponse, OpenApi, Tags,
@@ -32,6 +32,12 @@ pub(crate) const NO_STORE: &str = "no-store";
 /// The secrets API over the host's services.
 pub struct SecretsApi {
     host: Option<HostContextBox>,
+    /// The scoped services (host-api 0.1.2: key records, the audit log);
+    /// absent in an older host.
+    services: Option<PluginServicesBox>,
+    /// The live-change services (0.1.3: restart plans, warnings); absent
+    /// in an older host.
+    live: Option<LiveServicesBox>,
     // Shared with the fast `GET` (`crate::fast`): one cache, one ETag.
     index: Arc<IndexCache>,
     bodies: Arc<BodyCache>,
@@ -42,8 +48,19 @@ impl SecretsApi {
     /// The API over `host`; `None` builds it for its OpenAPI document only
     /// (every request then answers 503).
     pub(crate) fn new(host: Option<HostContextBox>) -> Self {
+        Self::with_services(host, None, None)
+    }
+
+    /// The API over `host` and the later services the host lent.
+    pub(crate) fn with_services(
+        host: Option<HostContextBox>,
+        services: Option<PluginServicesBox>,
+        live: Option<LiveServicesBox>,
+    ) -> Self {
         Self {
             host,
+            services,
+            live,
             index: Arc::default(),
             bodies: Arc::default(),
             etags: Arc::new(ETags::new()),
@@ -54,6 +71,7 @@ impl SecretsApi {
     pub(crate) fn fast_get(&self) -> Option<FastGet> {
         Some(FastGet::new(
             self.host.clone()?,
+            self.services.clone(),
             Arc::clone(&self.index),
             Arc::clone(&self.bodies),
             Arc::clone(&self.etags),
@@ -227,7 +245,7 @@ impl SecretsApi {
             &registry,
             &env,
             || self.index.get(&registry),
-            crate::stored_keys,
+            || crate::stored_keys(self.services.as_ref()),
         );
         GetResponse::Ok(
             body,
@@ -258,7 +276,7 @@ impl SecretsApi {
         /// Only the entries that name this key.
         key: Query<Option<String>>,
     ) -> AuditResponse {
-        let Some(services) = crate::SERVICES.get() else {
+        let Some(services) = &self.services else {
             return AuditResponse::Unavailable(unavailable());
         };
         match crate::audit_route::query(services, limit.0, key.0).await {
@@ -303,12 +321,12 @@ impl SecretsApi {
             Err(Invalid::Body(code, message)) => {
                 let reasons = [(code.as_str().to_owned(), message.to_owned())];
                 let response = PutResponse::BadRequest(ErrorBody::new(code, message));
-                return refused(req, &body.0, reasons, response).await;
+                return refused(self.services.as_ref(), req, &body.0, reasons, response).await;
             }
             Err(Invalid::Keys(rejected, unlisted)) => {
                 let reasons = rejected.clone();
                 let response = PutResponse::BadRequest(ErrorBody::rejected(rejected, unlisted));
-                return refused(req, &body.0, reasons, response).await;
+                return refused(self.services.as_ref(), req, &body.0, reasons, response).await;
             }
         };
         // After validation: a malformed body is a 400 whatever `If-Match` says.
@@ -319,7 +337,14 @@ impl SecretsApi {
             Precondition::Any => RNone,
             Precondition::EnvVersion(v) => RSome(v),
             Precondition::Stale => {
-                return refused(req, &body.0, stale_reason(), stale_response()).await;
+                return refused(
+                    self.services.as_ref(),
+                    req,
+                    &body.0,
+                    stale_reason(),
+                    stale_response(),
+                )
+                .await;
             }
         };
         // `{"secrets": {}}`: a no-op (SPEC §8). Nothing goes to the host, so
@@ -329,7 +354,14 @@ impl SecretsApi {
             if let RSome(v) = expected
                 && v != env.version
             {
-                return refused(req, &body.0, stale_reason(), stale_response()).await;
+                return refused(
+                    self.services.as_ref(),
+                    req,
+                    &body.0,
+                    stale_reason(),
+                    stale_response(),
+                )
+                .await;
             }
             return PutResponse::Ok(
                 Json(summarise(&changes, &index)),
@@ -339,7 +371,7 @@ impl SecretsApi {
         }
         let mut summary = summarise(&changes, &index);
         // Asked before the write (the host's shape table, precedence).
-        if let Some(services) = crate::live() {
+        if let Some(services) = &self.live {
             summary.warnings = services
                 .value_warnings_v1(changes.clone().into())
                 .into_iter()
@@ -347,7 +379,7 @@ impl SecretsApi {
                 .collect();
         }
         let client = req.extensions().get::<ClientInfo>().cloned();
-        match apply(host, crate::live(), changes, expected, client).await {
+        match apply(host, self.live.as_ref(), changes, expected, client).await {
             Ok((version, plan)) => {
                 if let Some(plan) = plan {
                     summary.take_plan(&plan);
@@ -396,12 +428,13 @@ async fn apply(
 /// line cannot be written, a 500 instead (fail closed). A host older than
 /// 0.1.2 has no audit services: `response` as it is.
 async fn refused(
+    services: Option<&PluginServicesBox>,
     req: &poem::Request,
     body: &serde_json::Value,
     reasons: impl IntoIterator<Item = (String, String)>,
     response: PutResponse,
 ) -> PutResponse {
-    let Some(services) = crate::SERVICES.get() else {
+    let Some(services) = services else {
         return response;
     };
     let client = req

@@ -12,13 +12,15 @@
 use std::sync::{Arc, Mutex};
 
 use abi_stable::std_types::RArc;
-use host_api::{Headers, HostContextBox, ParsedResponse};
+use host_api::{Headers, HostContextBox, ParsedResponse, PluginServicesBox};
 
 use crate::{api::NO_STORE, etag::ETags, index::IndexCache, model::JSON, render::BodyCache};
 
 /// The fast `GET` of one API instance.
 pub(crate) struct FastGet {
     host: HostContextBox,
+    /// The scoped services, for the key records (absent in an older host).
+    services: Option<PluginServicesBox>,
     index: Arc<IndexCache>,
     bodies: Arc<BodyCache>,
     etags: Arc<ETags>,
@@ -36,12 +38,14 @@ impl FastGet {
     /// Over the caches and tags of an API instance.
     pub(crate) fn new(
         host: HostContextBox,
+        services: Option<PluginServicesBox>,
         index: Arc<IndexCache>,
         bodies: Arc<BodyCache>,
         etags: Arc<ETags>,
     ) -> Self {
         Self {
             host,
+            services,
             index,
             bodies,
             etags,
@@ -58,7 +62,7 @@ impl FastGet {
             &registry,
             &env,
             || self.index.get(&registry),
-            crate::stored_keys,
+            || crate::stored_keys(self.services.as_ref()),
         );
         let mut cached = self.headers.lock().unwrap_or_else(|e| e.into_inner());
         let headers = match &*cached {

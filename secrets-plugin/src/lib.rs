@@ -82,15 +82,28 @@ fn endpoint_of(api: SecretsApi) -> BoxEndpoint<'static, Response> {
 /// the comparison run this very handler.
 pub struct Secrets {
     fast: Option<FastGet>,
+    services: Option<PluginServicesBox>,
     endpoint: BoxEndpoint<'static, Response>,
 }
 
 impl Secrets {
     /// The API over `host`.
     pub fn new(host: HostContextBox) -> Self {
-        let api = SecretsApi::new(Some(host));
+        Self::with_services(host, None, None)
+    }
+
+    /// The API over `host` and the later services the host lends a plugin:
+    /// the scoped services of host-api 0.1.2 (key records, the audit log)
+    /// and the live-change services of 0.1.3 (restart plans, warnings).
+    pub fn with_services(
+        host: HostContextBox,
+        services: Option<PluginServicesBox>,
+        live: Option<LiveServicesBox>,
+    ) -> Self {
+        let api = SecretsApi::with_services(Some(host), services.clone(), live);
         Self {
             fast: api.fast_get(),
+            services,
             endpoint: endpoint_of(api),
         }
     }
@@ -120,7 +133,7 @@ impl Secrets {
             Ok(req) => from_poem(self.endpoint.get_response(req).await).await,
             Err(message) => ParsedResponse::error(400, ErrorCode::BadRequest, message),
         };
-        match SERVICES.get() {
+        match &self.services {
             Some(services) if put => audit_route::unread_body(services, client, response).await,
             _ => response,
         }
@@ -173,21 +186,14 @@ static SERVICES: OnceLock<PluginServicesBox> = OnceLock::new();
 
 /// How the host stores each key, from its key records (host-api 0.1.2):
 /// encrypted or not, unreadable and why. Empty with an older host.
-fn stored_keys() -> render::StoredKeys {
-    SERVICES
-        .get()
+fn stored_keys(services: Option<&PluginServicesBox>) -> render::StoredKeys {
+    services
         .map(|services| render::stored_keys(&services.key_records_v1()))
         .unwrap_or_default()
 }
 
 /// The live-change services of host-api 0.1.3 (absent in an older host).
 static LIVE: OnceLock<LiveServicesBox> = OnceLock::new();
-
-/// The live-change services, when the host lent them: `PUT` writes
-/// through them to answer the restart plan.
-fn live() -> Option<&'static LiveServicesBox> {
-    LIVE.get()
-}
 
 /// The plugin as the host sees it.
 struct SecretsPlugin;
@@ -238,7 +244,9 @@ impl Plugin for SecretsPlugin {
         host.log(LogLevel::Info, "secrets plugin ready".into());
         let twice = || HostError::new(HostError::INIT, "the secrets plugin was initialised twice");
         HOST.set(host.clone()).map_err(|_| twice())?;
-        SECRETS.set(Secrets::new(host)).map_err(|_| twice())
+        // The later services were lent right before `init` (if at all).
+        let secrets = Secrets::with_services(host, SERVICES.get().cloned(), LIVE.get().cloned());
+        SECRETS.set(secrets).map_err(|_| twice())
     }
 
     fn shutdown() {

@@ -57,6 +57,11 @@ pub(crate) struct EnvAudit {
 }
 
 impl EnvAudit {
+    /// Whether updates are audited (a log is set).
+    pub(crate) fn enabled(&self) -> bool {
+        self.log.is_some()
+    }
+
     /// Audits into `log`.
     pub(crate) fn new(log: Arc<AuditLog>) -> Self {
         Self {

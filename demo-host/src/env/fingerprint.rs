@@ -8,17 +8,42 @@
 //! (`store::fingerprint_key`), kept with the secrets key, so fingerprints
 //! stay equal across restarts, key rotations and hosts sharing the key.
 
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
+
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
+use zeroize::{Zeroize as _, Zeroizing};
 
 /// The prefix of every fingerprint.
 pub(crate) const PREFIX: &str = "hmac-sha256:";
 
 /// Makes fingerprints under one key.
-#[derive(Clone)]
 pub(crate) struct Fingerprinter {
-    /// `None`: no key could be made, and no fingerprint is given.
-    key: Option<[u8; 32]>,
+    /// The HMAC, keyed once and cloned for each value (keying it costs
+    /// as much as the rest of a short value's fingerprint). `None`: no key
+    /// could be made, and no fingerprint is given.
+    mac: Option<Hmac<Sha256>>,
+    /// The last fingerprint made for each variable, with the value it is
+    /// of: re-rendering 10,000 keys after one changed recomputes one
+    /// (SPEC §8's fingerprints are most of a re-render's work otherwise).
+    /// The values are wiped when replaced or dropped.
+    memo: Mutex<HashMap<String, (Zeroizing<String>, String)>>,
+}
+
+/// The most variables [`Fingerprinter::of_var`] remembers; past it the
+/// memo starts over (a host has hundreds).
+const MEMO_LIMIT: usize = 100_000;
+
+impl Clone for Fingerprinter {
+    fn clone(&self) -> Self {
+        Self {
+            mac: self.mac.clone(),
+            memo: Mutex::default(),
+        }
+    }
 }
 
 // The key is a secret: never printed.
@@ -34,7 +59,7 @@ impl Fingerprinter {
     pub(crate) fn random() -> Option<Self> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).ok()?;
-        Some(Self { key: Some(key) })
+        Some(Self::with_key(key))
     }
 
     /// The fingerprints of this process: under the key the host installed
@@ -50,7 +75,10 @@ impl Fingerprinter {
         std::sync::Arc::clone(RANDOM.get_or_init(|| {
             std::sync::Arc::new(Self::random().unwrap_or_else(|| {
                 tracing::error!("no randomness for the fingerprint key; no fingerprints");
-                Self { key: None }
+                Self {
+                    mac: None,
+                    memo: Mutex::default(),
+                }
             }))
         }))
     }
@@ -63,23 +91,63 @@ impl Fingerprinter {
     }
 
     /// Fingerprints under `key` (the host's fingerprint key, and tests).
-    pub(crate) fn with_key(key: [u8; 32]) -> Self {
-        Self { key: Some(key) }
+    pub(crate) fn with_key(mut key: [u8; 32]) -> Self {
+        // HMAC takes a key of any length: `new_from_slice` cannot fail.
+        let mac = Hmac::<Sha256>::new_from_slice(&key).ok();
+        key.zeroize();
+        Self {
+            mac,
+            memo: Mutex::default(),
+        }
+    }
+
+    /// The fingerprint of variable `key`'s value `value`: the one made
+    /// last time when the value is the same.
+    #[cfg(test)]
+    pub(crate) fn of_var(&self, key: &str, value: &str) -> String {
+        self.with_memo(|of_var| of_var(key, value))
+    }
+
+    /// Calls `f` with [`Fingerprinter::of_var`] taking the memo's lock once
+    /// for any number of variables.
+    pub(crate) fn with_memo<R>(
+        &self,
+        f: impl FnOnce(&mut dyn FnMut(&str, &str) -> String) -> R,
+    ) -> R {
+        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut |key, value| self.remembered(&mut memo, key, value))
+    }
+
+    fn remembered(
+        &self,
+        memo: &mut HashMap<String, (Zeroizing<String>, String)>,
+        key: &str,
+        value: &str,
+    ) -> String {
+        if let Some((seen, fingerprint)) = memo.get(key)
+            && seen.as_str() == value
+        {
+            return fingerprint.clone();
+        }
+        let fingerprint = self.of(value);
+        if memo.len() >= MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(
+            key.to_owned(),
+            (Zeroizing::new(value.to_owned()), fingerprint.clone()),
+        );
+        fingerprint
     }
 
     /// The fingerprint of `value`.
     pub(crate) fn of(&self, value: &str) -> String {
-        // HMAC takes a key of any length: `new_from_slice` cannot fail.
-        let Some(key) = &self.key else {
+        let Some(keyed) = &self.mac else {
             return String::new();
         };
-        let digest = match Hmac::<Sha256>::new_from_slice(key) {
-            Ok(mut mac) => {
-                mac.update(value.as_bytes());
-                mac.finalize().into_bytes()
-            }
-            Err(_) => return String::new(),
-        };
+        let mut mac = keyed.clone();
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
         let mut out = String::with_capacity(PREFIX.len() + 16);
         out.push_str(PREFIX);
         for byte in &digest[..8] {
@@ -140,6 +208,22 @@ mod tests {
             a,
             Fingerprinter::with_key([8; 32]).of("sk-secret-value-1234")
         );
+    }
+
+    #[test]
+    fn remembered_fingerprints_follow_each_variables_value() {
+        let f = Fingerprinter::with_key([7; 32]);
+        let first = f.of_var("A", "value-one-1234");
+        assert_eq!(first, f.of("value-one-1234"));
+        assert_eq!(f.of_var("A", "value-one-1234"), first);
+        // A new value of the same variable: its own fingerprint, at once.
+        assert_eq!(f.of_var("A", "value-two-5678"), f.of("value-two-5678"));
+        // Another variable with the first value: the same fingerprint.
+        assert_eq!(f.of_var("B", "value-one-1234"), first);
+        assert_eq!(f.of_var("A", "value-one-1234"), first);
+        // Several at once under one lock, as a re-render asks.
+        let both = f.with_memo(|of| [of("A", "x-value"), of("B", "y-value")]);
+        assert_eq!(both, [f.of("x-value"), f.of("y-value")]);
     }
 
     #[test]

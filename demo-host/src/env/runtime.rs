@@ -105,6 +105,9 @@ struct Pending {
     ticket: u64,
     changes: Vec<EnvChange>,
     expected: Option<u64>,
+    /// The values of `changes` encrypted ahead of the write (one entry per
+    /// change, or empty: `store::config_file::ConfigStore::preseal`).
+    presealed: Vec<Option<String>>,
 }
 
 impl RuntimeEnv {
@@ -173,18 +176,29 @@ impl RuntimeEnv {
     /// When `key` was last written and whether the process environment
     /// overrides its stored value (for the per-key records plugins get).
     pub(crate) fn provenance(&self, key: &str) -> KeyProvenance {
-        let updated_at = self
+        self.with_provenance(|provenance| provenance(key))
+    }
+
+    /// Calls `f` with a lookup of [`RuntimeEnv::provenance`] that takes
+    /// the lock once for any number of keys (a re-render of every key).
+    pub(crate) fn with_provenance<R>(
+        &self,
+        f: impl FnOnce(&dyn Fn(&str) -> KeyProvenance) -> R,
+    ) -> R {
+        let updated = self
             .provenance
             .updated_at
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .copied();
-        KeyProvenance {
-            updated_at,
-            overridden_by_process: self.provenance.process.contains(key)
-                && (self.provenance.stored_at_start.contains(key) || updated_at.is_some()),
-        }
+            .unwrap_or_else(|e| e.into_inner());
+        let lookup = |key: &str| {
+            let updated_at = updated.get(key).copied();
+            KeyProvenance {
+                updated_at,
+                overridden_by_process: self.provenance.process.contains(key)
+                    && (self.provenance.stored_at_start.contains(key) || updated_at.is_some()),
+            }
+        };
+        f(&lookup)
     }
 
     /// The current snapshot.
@@ -274,6 +288,7 @@ impl RuntimeEnv {
             expected: expected_version,
             actor: actor.clone(),
             audit_id: crate::store::audit::new_id(),
+            presealed: Vec::new(),
         });
         loop {
             if let Some(outcome) = queue.done.remove(&ticket) {
@@ -331,8 +346,19 @@ impl RuntimeEnv {
             .iter()
             .flat_map(|&i| batch[i].changes.iter().cloned())
             .collect();
+        let presealed: Vec<Option<String>> = if accepted
+            .iter()
+            .all(|&i| batch[i].presealed.len() == batch[i].changes.len())
+        {
+            accepted
+                .iter()
+                .flat_map(|&i| batch[i].presealed.iter().cloned())
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.commits.fetch_add(1, Ordering::Relaxed);
-        match self.config.apply_env(&changes) {
+        match self.config.apply_env_presealed(&changes, &presealed) {
             Ok(written) => {
                 self.at_rest.record_write(&written, &changes);
                 self.publish(&current, &changes, version);
@@ -363,7 +389,7 @@ impl RuntimeEnv {
         self.commits.fetch_add(1, Ordering::Relaxed);
         let written = self
             .config
-            .apply_env(&update.changes)
+            .apply_env_presealed(&update.changes, &update.presealed)
             .map_err(|e| storage(&e))?;
         self.at_rest.record_write(&written, &update.changes);
         let version = current.version + 1;

@@ -109,25 +109,15 @@ pub(crate) fn mount(
             .map(|ext| ext.asks_for(host_api::MANAGE_SECRETS)),
         registry.manage_secrets_grants(),
     );
-    let scope = Arc::new(Scope::new(
-        &plugin.manifest,
-        manage_secrets,
-        Arc::clone(registry),
-    ));
-    let services =
-        HostServices::new(Arc::clone(registry), Arc::clone(env), &id).scoped(Arc::clone(&scope));
+    let Lent {
+        services,
+        scoped,
+        planned,
+    } = lend(&plugin.manifest, manage_secrets, registry, env);
     let withdrawal = services.withdrawal();
-    let scoped = ScopedServices::new(
-        services.clone(),
-        scope,
-        Arc::clone(env),
-        AuditLog::shared_for(env.config_path()),
-        Fingerprinter::process(),
-    );
     let init = plugin.module.init();
     let init_services = plugin.module.init_services();
     let init_live = plugin.module.init_live();
-    let planned = PlannedUpdates::new(scoped.clone(), Arc::clone(env));
     let outcome = run_within("init", init_timeout, move || {
         // The live-change services (since host-api 0.1.3), then the scoped
         // services (0.1.2), right before `init`, within the same deadline.
@@ -164,6 +154,42 @@ pub(crate) fn mount(
     }
     *served.openapi = candidate;
     Ok(plugin)
+}
+
+/// The services lent to one plugin, each scoped to what it may see.
+pub(crate) struct Lent {
+    /// `init`'s services (host-api 0.1.0).
+    pub(crate) services: HostServices,
+    /// `init_services`' (0.1.2).
+    pub(crate) scoped: ScopedServices,
+    /// `init_live`'s (0.1.3).
+    pub(crate) planned: PlannedUpdates,
+}
+
+/// The services of the plugin `manifest` describes, over `registry` and
+/// `env` (also lent to natively linked handlers by the benchmark).
+pub(crate) fn lend(
+    manifest: &host_api::PluginManifest,
+    manage_secrets: bool,
+    registry: &Arc<Registry>,
+    env: &Arc<RuntimeEnv>,
+) -> Lent {
+    let scope = Arc::new(Scope::new(manifest, manage_secrets, Arc::clone(registry)));
+    let services = HostServices::new(Arc::clone(registry), Arc::clone(env), manifest.id.as_str())
+        .scoped(Arc::clone(&scope));
+    let scoped = ScopedServices::new(
+        services.clone(),
+        scope,
+        Arc::clone(env),
+        AuditLog::shared_for(env.config_path()),
+        Fingerprinter::process(),
+    );
+    let planned = PlannedUpdates::new(scoped.clone(), Arc::clone(env));
+    Lent {
+        services,
+        scoped,
+        planned,
+    }
 }
 
 /// Whether two route prefixes would capture the same requests.

@@ -10,7 +10,11 @@
 //! `abi_stable`'s shims, which would abort the process), the same
 //! any-thread futures.
 
-use std::{panic::AssertUnwindSafe, sync::Arc};
+use std::{
+    collections::HashSet,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -27,7 +31,7 @@ use crate::{
     env::{
         at_rest::AtRest,
         fingerprint::{self, Fingerprinter},
-        runtime::RuntimeEnv,
+        runtime::{KeyProvenance, RuntimeEnv},
     },
     plugins::{runtime::plugin_runtime, scope::Scope, services::HostServices},
     store::audit::AuditLog,
@@ -41,7 +45,13 @@ pub(crate) struct ScopedServices {
     env: Arc<RuntimeEnv>,
     audit: Arc<AuditLog>,
     fingerprints: Arc<Fingerprinter>,
+    /// Every key the registry declares, by registry version: gathered once
+    /// per version, not once per key-record listing.
+    registry_keys: Arc<Mutex<Option<RegistryKeys>>>,
 }
+
+/// The keys of one registry version.
+type RegistryKeys = (u64, Arc<HashSet<String>>);
 
 impl ScopedServices {
     /// The services of the plugin `inner` serves (already scoped with
@@ -59,7 +69,30 @@ impl ScopedServices {
             env,
             audit,
             fingerprints,
+            registry_keys: Arc::default(),
         }
+    }
+
+    /// Every key `registry` declares (cached per registry version).
+    fn registry_keys(&self, registry: &host_api::RegistrySnapshot) -> Arc<HashSet<String>> {
+        let mut cached = self
+            .registry_keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((version, keys)) = &*cached
+            && *version == registry.version
+        {
+            return Arc::clone(keys);
+        }
+        let keys: Arc<HashSet<String>> = Arc::new(
+            registry
+                .plugins
+                .iter()
+                .flat_map(|p| p.parameters.iter().map(|q| q.key.to_string()))
+                .collect(),
+        );
+        *cached = Some((registry.version, Arc::clone(&keys)));
+        keys
     }
 
     /// The warnings about writing `changes` (SPEC §8; served through the
@@ -132,9 +165,12 @@ impl ScopedServices {
         async move { rx.await.unwrap_or_else(|_| Err(failed(service))).into() }.into_ffi()
     }
 
-    fn record(&self, var: &host_api::EnvVar, at_rest: Option<&AtRest>) -> KeyRecord {
-        let key = var.key.as_str();
-        let provenance = self.env.provenance(key);
+    fn record(
+        var: &host_api::EnvVar,
+        at_rest: Option<&AtRest>,
+        provenance: KeyProvenance,
+        fingerprint: String,
+    ) -> KeyRecord {
         KeyRecord {
             key: var.key.clone(),
             source: KeySource::from(var.source),
@@ -143,7 +179,7 @@ impl ScopedServices {
             encrypted: at_rest.is_some_and(|a| a.encrypted),
             readable: true,
             unreadable_reason: RString::new(),
-            fingerprint: self.fingerprints.of(var.value.as_str()).into(),
+            fingerprint: fingerprint.into(),
             updated_at: provenance
                 .updated_at
                 .map(fingerprint::rfc3339)
@@ -230,27 +266,36 @@ impl PluginServices for ScopedServices {
         self.shielded("key_records_v1", RVec::new, || {
             let env = HostContext::env(&self.inner);
             let registry = HostContext::registry(&self.inner);
-            // Every key of the registry, gathered once: a lookup per key
-            // stays linear in the registry's size, not quadratic.
-            let every_key: Option<std::collections::HashSet<&str>> =
-                self.scope.manages_secrets().then(|| {
-                    registry
-                        .plugins
-                        .iter()
-                        .flat_map(|p| p.parameters.iter().map(|q| q.key.as_str()))
-                        .collect()
-                });
+            // Every key of the registry, gathered once per registry
+            // version: a lookup per key stays linear in the registry's
+            // size, not quadratic.
+            let every_key = self
+                .scope
+                .manages_secrets()
+                .then(|| self.registry_keys(&registry));
             let declared = |key: &str| match &every_key {
                 Some(keys) => keys.contains(key),
                 None => self.scope.declares(key),
             };
             let at_rest = self.env.at_rest().all();
-            let mut records: RVec<KeyRecord> = env
-                .vars
-                .iter()
-                .filter(|v| declared(v.key.as_str()))
-                .map(|v| self.record(v, at_rest.get(v.key.as_str())))
-                .collect();
+            // One lock each for every key's provenance and fingerprint.
+            let mut records: RVec<KeyRecord> = self.env.with_provenance(|provenance| {
+                self.fingerprints.with_memo(|fingerprint| {
+                    env.vars
+                        .iter()
+                        .filter(|v| declared(v.key.as_str()))
+                        .map(|v| {
+                            let key = v.key.as_str();
+                            Self::record(
+                                v,
+                                at_rest.get(key),
+                                provenance(key),
+                                fingerprint(key, v.value.as_str()),
+                            )
+                        })
+                        .collect()
+                })
+            });
             // Stored values that could not be read are in no snapshot:
             // they are recorded with the reason, without a value.
             for (key, stored) in at_rest.iter() {

@@ -42,6 +42,7 @@ use std::sync::{Mutex, PoisonError};
 
 use host_api::EnvChange;
 use toml_edit::{DocumentMut, Item, Table, Value};
+use zeroize::Zeroizing;
 
 use super::atomic::{self, IfExists};
 #[cfg(debug_assertions)]
@@ -86,6 +87,22 @@ const DEFAULT_CONFIG: &str = r#"# Configuration of the agent host.
 [env]
 "#;
 
+/// The text a store last wrote (or found unchanged) and its parsed form.
+/// The text may hold hand-written plaintext values: wiped when dropped.
+struct LastWrite {
+    text: Zeroizing<String>,
+    doc: DocumentMut,
+}
+
+impl fmt::Debug for LastWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the text: it may hold values.
+        f.debug_struct("LastWrite")
+            .field("bytes", &self.text.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The durable store of one TOML config file.
 ///
 /// Reads need no lock (writes replace the file atomically, so a reader sees
@@ -95,8 +112,9 @@ const DEFAULT_CONFIG: &str = r#"# Configuration of the agent host.
 pub struct ConfigStore {
     /// Path of the config file.
     path: PathBuf,
-    /// Serialises writers within this process.
-    write_lock: Mutex<()>,
+    /// Serialises writers within this process, and keeps what the last
+    /// write left on disk.
+    write_lock: Mutex<Option<LastWrite>>,
     /// The file has been seen on disk (read or written) by this store.
     existed: AtomicBool,
     /// How strictly the file and its folder are checked.
@@ -246,7 +264,7 @@ impl ConfigStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(None),
             existed: AtomicBool::new(false),
             policy: FilePolicy::strict(),
             keyring: None,
@@ -302,6 +320,46 @@ impl ConfigStore {
     /// false`, each value set is stored encrypted (`{ age = "…" }`, the
     /// key created on first use); other keys keep their bytes.
     pub fn apply_env(&self, changes: &[EnvChange]) -> Result<ConfigSnapshot, ConfigError> {
+        self.apply_env_presealed(changes, &[])
+    }
+
+    /// Encrypts, ahead of a write, the values `changes` set, to the key the
+    /// write will use (the keyring keeps the key it loaded), so that this
+    /// CPU work can overlap the write's wait for the audit log's fsync
+    /// (`env::runtime`). One entry per change (`None` for a removal);
+    /// `None` when there is nothing to encrypt ahead: no keyring, no key
+    /// file yet (the write creates it under the write lock), nothing set.
+    /// Whether the file opts out of encryption stays the write's decision:
+    /// it then ignores these.
+    pub(crate) fn preseal(&self, changes: &[EnvChange]) -> Option<Vec<Option<String>>> {
+        if !changes.iter().any(|c| c.value().is_some()) {
+            return None;
+        }
+        let to = self.keyring.as_ref()?.load().ok()?.recipient();
+        Some(
+            changes
+                .iter()
+                .map(|c| {
+                    c.value()
+                        .and_then(|value| sealed::seal(&to, c.key(), value).ok())
+                })
+                .collect(),
+        )
+    }
+
+    /// [`ConfigStore::apply_env`] with values [`ConfigStore::preseal`]
+    /// encrypted ahead: `presealed` is empty or has one entry per change;
+    /// a change without one is encrypted here.
+    pub(crate) fn apply_env_presealed(
+        &self,
+        changes: &[EnvChange],
+        presealed: &[Option<String>],
+    ) -> Result<ConfigSnapshot, ConfigError> {
+        let presealed = if presealed.len() == changes.len() {
+            presealed
+        } else {
+            &[]
+        };
         self.try_update(|doc| {
             let recipient = match &self.keyring {
                 Some(keyring)
@@ -324,13 +382,16 @@ impl ConfigStore {
             let Some(env) = root.get_mut("env").and_then(Item::as_table_like_mut) else {
                 return Ok(());
             };
-            for change in changes {
+            for (i, change) in changes.iter().enumerate() {
                 match change.value() {
                     Some(value) => {
                         let stored = match &recipient {
-                            Some(to) => {
-                                sealed::sealed_value(&sealed::seal(to, change.key(), value)?)
-                            }
+                            Some(to) => match presealed.get(i).and_then(Option::as_deref) {
+                                Some(ahead) => sealed::sealed_value(ahead),
+                                None => {
+                                    sealed::sealed_value(&sealed::seal(to, change.key(), value)?)
+                                }
+                            },
                             None => basic_string(value),
                         };
                         set_value_keep_decor(env, change.key(), stored);
@@ -419,9 +480,10 @@ impl ConfigStore {
         _held: &WriteLock,
         edit: impl FnOnce(&mut DocumentMut) -> Result<(), ConfigError>,
     ) -> Result<ConfigSnapshot, ConfigError> {
-        // The guarded state is `()`, so a panic in another writer leaves
-        // nothing inconsistent behind: ignore poisoning.
-        let _guard = self
+        // The guarded state is only a cache that is checked before use, so
+        // a panic in another writer leaves nothing inconsistent behind:
+        // ignore poisoning.
+        let mut last = self
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -434,7 +496,13 @@ impl ConfigStore {
                 path: self.path.clone(),
             });
         }
-        let mut doc = self.parse(original.as_deref().unwrap_or(""))?;
+        // The file as this store last wrote it is not parsed again: an
+        // encrypted `[env]` is long text, and parsing is most of a write's
+        // CPU. Any other byte on disk (a hand edit) is parsed as usual.
+        let mut doc = match (last.take(), original.as_deref()) {
+            (Some(last), Some(original)) if last.text.as_str() == original => last.doc,
+            (_, original) => self.parse(original.unwrap_or(""))?,
+        };
         edit(&mut doc)?;
         let text = doc.to_string();
         // Validate what will actually be on disk, not the in-memory tree, so
@@ -454,6 +522,10 @@ impl ConfigStore {
             self.write_atomic(text.as_bytes(), IfExists::Replace)?;
             self.existed.store(true, Ordering::Relaxed);
         }
+        *last = Some(LastWrite {
+            text: Zeroizing::new(text),
+            doc: written,
+        });
         Ok(snapshot)
     }
 

@@ -230,6 +230,8 @@ impl KeyError {
 pub(crate) struct Keys {
     current: Identity,
     next: Option<Identity>,
+    /// `current`'s public half, derived once (a scalar multiplication).
+    recipient: Recipient,
 }
 
 impl Keys {
@@ -243,7 +245,16 @@ impl Keys {
     /// The recipient new values are encrypted to (the key, not the next
     /// one: a rotation re-encrypts every value before it switches).
     pub(crate) fn recipient(&self) -> Recipient {
-        self.current.to_public()
+        self.recipient.clone()
+    }
+
+    fn new(current: Identity, next: Option<Identity>) -> Self {
+        let recipient = current.to_public();
+        Self {
+            current,
+            next,
+            recipient,
+        }
     }
 }
 
@@ -292,10 +303,9 @@ impl Keyring {
             return Ok(Arc::clone(keys));
         }
         let keys = Arc::new(match &self.source {
-            SecretsKey::Inline(text) => Keys {
-                current: parse_key(text.expose_secret(), SECRETS_KEY_ENV)?,
-                next: None,
-            },
+            SecretsKey::Inline(text) => {
+                Keys::new(parse_key(text.expose_secret(), SECRETS_KEY_ENV)?, None)
+            }
             SecretsKey::File(path) => {
                 let current = match read_key_file(path) {
                     Err(KeyError::Missing { .. }) if create => create_key_file(path)?,
@@ -306,7 +316,7 @@ impl Keyring {
                     Err(KeyError::Missing { .. }) => None,
                     Err(err) => return Err(err),
                 };
-                Keys { current, next }
+                Keys::new(current, next)
             }
         });
         *loaded = Some(Arc::clone(&keys));

@@ -52,8 +52,35 @@ impl RuntimeEnv {
         self.audit.rejected(actor, changes, error)
     }
 
+    /// Writes the batch's audit lines and, on another thread while the
+    /// audit log's fsync waits for the disk, encrypts the values the batch
+    /// sets (about 0.1 ms of CPU each, one key agreement per value), so a
+    /// write pays for the two one after the other only when the disk is
+    /// faster than the encryption.
+    fn write_audit_sealing(&self, lines: &[Line], batch: &mut [Pending]) -> Result<(), HostError> {
+        if !self.audit.enabled() || self.fleet.is_some() || self.config.keyring().is_none() {
+            return self.audit.write(lines);
+        }
+        let config = &self.config;
+        let changes: Vec<&[EnvChange]> = batch.iter().map(|p| p.changes.as_slice()).collect();
+        let (written, sealed) = std::thread::scope(|scope| {
+            let sealing = scope.spawn(|| {
+                changes
+                    .iter()
+                    .map(|changes| config.preseal(changes))
+                    .collect::<Vec<_>>()
+            });
+            let written = self.audit.write(lines);
+            (written, sealing.join().ok())
+        });
+        for (pending, sealed) in batch.iter_mut().zip(sealed.into_iter().flatten()) {
+            pending.presealed = sealed.unwrap_or_default();
+        }
+        written
+    }
+
     /// [`RuntimeEnv::commit`] with the batch's audit lines written first.
-    pub(super) fn commit_audited(&self, batch: Vec<Pending>) -> Vec<(u64, Outcome)> {
+    pub(super) fn commit_audited(&self, mut batch: Vec<Pending>) -> Vec<(u64, Outcome)> {
         let lines: Vec<Line> = batch
             .iter()
             .map(|p| {
@@ -63,7 +90,7 @@ impl RuntimeEnv {
                 )
             })
             .collect();
-        if let Err(error) = self.audit.write(&lines) {
+        if let Err(error) = self.write_audit_sealing(&lines, &mut batch) {
             return batch
                 .iter()
                 .map(|p| (p.ticket, Err(error.clone())))
