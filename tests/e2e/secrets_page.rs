@@ -181,10 +181,34 @@ impl Page<'_> {
             .with_context(|| format!("running `{}`", script.lines().next().unwrap_or("")))
     }
 
-    /// Opens the page and waits for its list (or its token prompt).
+    /// Opens the page and waits for its list (or its token prompt); from
+    /// then on, the page's policy violations are recorded.
     async fn open(&self, h: &HostProcess, state: &str) -> Result<()> {
         self.client.goto(&h.url("/secrets")).await?;
-        self.wait_state(state).await
+        self.wait_state(state).await?;
+        // The style sheet applied under the page's policy (the skip link
+        // sits off-screen until focused).
+        let styled = self
+            .js(
+                "window.__violations = [];
+                 document.addEventListener('securitypolicyviolation',
+                   e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));
+                 return getComputedStyle(document.querySelector('.skip')).position;",
+                vec![],
+            )
+            .await?;
+        ensure!(styled == "absolute", "the page's style sheet is applied");
+        Ok(())
+    }
+
+    /// Fails if the page's policy blocked anything since it was opened.
+    async fn no_policy_violations(&self) -> Result<()> {
+        let violations = self.js("return window.__violations || [];", vec![]).await?;
+        ensure!(
+            violations.as_array().is_some_and(Vec::is_empty),
+            "the page's Content-Security-Policy blocked: {violations}"
+        );
+        Ok(())
     }
 
     /// Waits until the page says it is in `state` (`body[data-state]`).
@@ -206,19 +230,26 @@ impl Page<'_> {
         bail!("the page did not reach `{state}` (it is `{last}`)")
     }
 
-    /// Milliseconds from the page's start to the first frame of the list.
-    async fn first_render_ms(&self) -> Result<f64> {
+    /// Milliseconds from the page's start to the first frame of the list,
+    /// to the arrival of the data it shows, and to the list built in the
+    /// DOM (the rest is the browser's layout and paint).
+    async fn first_render_ms(&self) -> Result<(f64, f64, f64)> {
         let started = Instant::now();
         while started.elapsed() < STEP {
-            let mark = self
+            let marks = self
                 .js(
-                    "const m = performance.getEntriesByName('secrets-first-render');
-                     return m.length ? m[0].startTime : null;",
+                    "const at = name => {
+                       const m = performance.getEntriesByName(name);
+                       return m.length ? m[0].startTime : null;
+                     };
+                     return [at('secrets-first-render'), at('secrets-first-data'), at('secrets-first-dom')];",
                     vec![],
                 )
                 .await?;
-            if let Some(ms) = mark.as_f64() {
-                return Ok(ms);
+            if let (Some(render), Some(data), Some(built)) =
+                (marks[0].as_f64(), marks[1].as_f64(), marks[2].as_f64())
+            {
+                return Ok((render, data, built));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -599,9 +630,10 @@ async fn milady_catalog_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
 
     // The list: every key, enabled plugins first.
     page.open(&h, "ready").await?;
-    let ms = page.first_render_ms().await?;
+    let (ms, data, built) = page.first_render_ms().await?;
     eprintln!(
-        "secrets page: first render with Milady's catalog ({} keys): {ms:.0} ms",
+        "secrets page: first render with Milady's catalog ({} keys): {ms:.0} ms \
+         (the data arrived at {data:.0} ms, the list was built at {built:.0} ms)",
         expected.len()
     );
     let (keys, groups) = page.listed().await?;
@@ -809,6 +841,35 @@ async fn milady_catalog_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
         "the other client's change stays"
     );
 
+    // The masked placeholder typed back is refused in the page: no PUT.
+    let shown = now["HELLO_API_KEY"]["value"]
+        .as_str()
+        .context("a redacted value")?
+        .to_owned();
+    page.type_into(
+        &format!("{} input.value-input", row("HELLO_API_KEY")),
+        &shown,
+    )
+    .await?;
+    page.click("#save").await?;
+    let refusal = page
+        .text(&format!("{} .error", row("HELLO_API_KEY")))
+        .await?;
+    ensure!(
+        refusal.contains("redacted value")
+            && page
+                .text("#save-error")
+                .await?
+                .contains("Nothing was saved"),
+        "the placeholder is refused beside its key: {refusal}"
+    );
+    ensure!(
+        page.take_puts().await?.is_empty(),
+        "nothing is sent for a placeholder"
+    );
+    page.click("#discard").await?;
+    ensure!(page.text("#pending").await? == "No unsaved changes");
+
     // A clear.
     page.click(&format!("{} button.clear", row("ANTHROPIC_API_KEY")))
         .await?;
@@ -828,6 +889,7 @@ async fn milady_catalog_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
         "{result}"
     );
     page.screenshot("8-cleared").await?;
+    page.no_policy_violations().await?;
 
     // One whole save with the keyboard alone, from a fresh page.
     page.open(&h, "ready").await?;
@@ -870,6 +932,7 @@ async fn milady_catalog_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
     page.screenshot("9-keyboard-save").await?;
     page.scan_for_secrets(&SECRETS, "after-keyboard-save")
         .await?;
+    page.no_policy_violations().await?;
 
     // A phone's width: nothing wider than the screen.
     page.set_width(375, 812).await?;
@@ -897,6 +960,7 @@ async fn milady_catalog_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
     )
     .await?;
     page.screenshot("10-phone").await?;
+    page.no_policy_violations().await?;
     page.reset_width(1280, 1100).await?;
 
     let log = h.log();
@@ -909,6 +973,40 @@ async fn token_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
         .catalog(catalog)
         .env("MILADY_API_TOKEN", TOKEN);
     let h = HostProcess::start(spec)?;
+    // The page itself holds no secret: it loads without the token, in the
+    // host's security headers, with its own strict policy.
+    let resp = e2e_tests::client().get(h.url("/secrets")).send().await?;
+    ensure!(resp.status() == 200, "GET /secrets: {}", resp.status());
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let policy = header("content-security-policy");
+    ensure!(
+        policy.contains("default-src 'none'")
+            && policy.contains("script-src 'self'")
+            && policy.contains("style-src 'self'")
+            && policy.contains("connect-src 'self'")
+            && policy.contains("frame-ancestors 'none'")
+            && !policy.contains("unsafe"),
+        "the page's policy: {policy}"
+    );
+    ensure!(header("x-content-type-options") == "nosniff" && header("x-frame-options") == "DENY");
+    ensure!(header("content-type").starts_with("text/html"));
+    let script = e2e_tests::client()
+        .get(h.url("/secrets/app.js"))
+        .send()
+        .await?;
+    ensure!(
+        script.status() == 200
+            && script.headers()["content-type"]
+                .to_str()
+                .is_ok_and(|t| t.starts_with("text/javascript")),
+        "the script is served as a script"
+    );
     page.open(&h, "token").await?;
     ensure!(
         page.active_id().await? == "token-input",
@@ -977,6 +1075,7 @@ async fn token_phase(page: &Page<'_>, catalog: &Path) -> Result<()> {
         .await?;
     ensure!(outside == false, "the token is not in the DOM or the URL");
     page.screenshot("12-token-accepted").await?;
+    page.no_policy_violations().await?;
     // Session storage belongs to this tab and origin: clean up.
     page.js("sessionStorage.clear(); return 0;", vec![]).await?;
     ensure!(!h.log().contains("CANARY"), "no secret in the host's log");
@@ -989,12 +1088,13 @@ async fn thousand_keys_phase(page: &Page<'_>) -> Result<()> {
     write_catalog(&catalog, 100, 10)?;
     let h = HostProcess::start(HostSpec::with_secrets()?.catalog(&catalog))?;
     page.open(&h, "ready").await?;
-    let ms = page.first_render_ms().await?;
+    let (ms, data, built) = page.first_render_ms().await?;
     // The generated catalog's 1,000 keys, and the default catalog's.
     let expected = secrets(&h, None).await?;
     let total = expected.as_object().map_or(0, serde_json::Map::len);
     eprintln!(
-        "secrets page: first render with {total} keys (1,000 of 100 generated plugins): {ms:.0} ms"
+        "secrets page: first render with {total} keys (1,000 of 100 generated plugins): \
+         {ms:.0} ms (the data arrived at {data:.0} ms, the list was built at {built:.0} ms)"
     );
     let (keys, _) = page.listed().await?;
     let generated = keys.iter().filter(|k| k.contains("_KEY_")).count();
@@ -1013,5 +1113,6 @@ async fn thousand_keys_phase(page: &Page<'_>) -> Result<()> {
         "{visible:?}"
     );
     page.screenshot("13-thousand-keys").await?;
+    page.no_policy_violations().await?;
     Ok(())
 }

@@ -98,6 +98,8 @@
     $('token-error').textContent = message || '';
     $('token-panel').hidden = false;
     $('secrets-form').hidden = true;
+    // Its target is hidden until the token is known.
+    document.querySelector('.skip').hidden = true;
     $('summary').textContent = 'This host needs its API token.';
     document.body.dataset.state = 'token';
     $('token-input').focus();
@@ -138,12 +140,15 @@
       showLoadError('The keys could not be loaded: ' + errorText(r) + '.');
       return false;
     }
+    if (!state.rendered) performance.mark('secrets-first-data');
     $('load-error').hidden = true;
     state.etag = r.etag;
     state.secrets = r.body.secrets;
     render(r.body);
+    if (!state.rendered) performance.mark('secrets-first-dom');
     $('token-panel').hidden = true;
     $('secrets-form').hidden = false;
+    document.querySelector('.skip').hidden = false;
     document.body.dataset.state = 'ready';
     if (!state.rendered) {
       state.rendered = true;
