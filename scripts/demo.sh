@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 profile="${PROFILE:-release}"
 cargo build --profile "$profile" -p secrets-plugin -p demo-host
-out="target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+out="${CARGO_TARGET_DIR:-target}/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 
 plugins="${MILADY_PLUGINS_DIR:-$HOME/.milady/plugins}"
 mkdir -p "$plugins"

@@ -8,7 +8,8 @@
 //! unscoped because it holds `manage_secrets`. Requests arrive already
 //! parsed ([`Secrets::handle_parsed`]): `GET /api/secrets` is answered
 //! straight from the caches (`fast`), everything else by the poem-openapi
-//! endpoint over the same caches. The same API can be linked natively
+//! endpoint over the same caches, and so is the page people use instead
+//! of the API (`GET /secrets`, module `page`). The same API can be linked natively
 //! through [`Secrets`] or [`endpoint`] (used by tests and benchmarks).
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ mod etag;
 mod fast;
 mod index;
 mod model;
+mod page;
 mod redact;
 mod render;
 mod validate;
@@ -39,6 +41,7 @@ use poem_openapi::OpenApiService;
 
 pub use api::SecretsApi;
 use fast::FastGet;
+pub use page::{PAGE_ROUTE, PageApi};
 pub use redact::redact;
 
 /// The plugin id.
@@ -46,13 +49,13 @@ pub const PLUGIN_ID: &str = "@milady/plugin-secrets";
 /// The route prefix the plugin serves.
 pub const ROUTE: &str = "/api/secrets";
 
-/// The poem-openapi service of this plugin.
-pub fn service(host: Option<HostContextBox>) -> OpenApiService<SecretsApi, ()> {
+/// The poem-openapi service of this plugin: the API and the page.
+pub fn service(host: Option<HostContextBox>) -> OpenApiService<(SecretsApi, PageApi), ()> {
     service_of(SecretsApi::new(host))
 }
 
-fn service_of(api: SecretsApi) -> OpenApiService<SecretsApi, ()> {
-    OpenApiService::new(api, "Secrets", env!("CARGO_PKG_VERSION"))
+fn service_of(api: SecretsApi) -> OpenApiService<(SecretsApi, PageApi), ()> {
+    OpenApiService::new((api, PageApi), "Secrets", env!("CARGO_PKG_VERSION"))
 }
 
 /// The complete endpoint: the API plus JSON rendering of every error the
@@ -205,6 +208,7 @@ impl Plugin for SecretsPlugin {
                 "Lists and updates the API keys and other secrets the host's plugins declare.",
             )
             .with_route(ROUTE)
+            .with_route(PAGE_ROUTE)
             .with_param(ParamSpec::setting(
                 "SECRETS_PLUGIN_LOG_LEVEL",
                 "string",

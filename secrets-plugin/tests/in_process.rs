@@ -236,3 +236,42 @@ async fn the_fast_get_answers_exactly_what_the_api_does() {
     let bytes = resp.0.into_body().into_bytes().await.expect("body");
     assert_eq!(&bytes[..], fast.body.as_slice());
 }
+
+#[tokio::test]
+async fn the_page_and_its_files_are_served_with_a_strict_policy() {
+    let (_dir, _host, cli) = setup(Vec::new());
+    let resp = cli.get("/secrets").send().await;
+    resp.assert_status_is_ok();
+    resp.assert_content_type("text/html; charset=utf-8");
+    let policy = resp
+        .0
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe"),
+        "{policy}"
+    );
+    let page = resp.0.into_body().into_string().await.expect("page");
+    assert!(page.contains("/secrets/app.js") && page.contains("/secrets/app.css"));
+    // With `X-Content-Type-Options: nosniff`, a script or style sheet
+    // served under another type would not run.
+    for (path, content_type) in [
+        ("/secrets/app.js", "text/javascript; charset=utf-8"),
+        ("/secrets/app.css", "text/css; charset=utf-8"),
+    ] {
+        let resp = cli.get(path).send().await;
+        resp.assert_status_is_ok();
+        resp.assert_content_type(content_type);
+    }
+    let resp = cli.get("/secrets/nothing-here").send().await;
+    resp.assert_status(StatusCode::NOT_FOUND);
+    assert_eq!(json_body(resp).await["code"], "not_found");
+    let doc: Value = serde_json::from_str(&secrets_plugin::service(None).spec()).expect("JSON");
+    assert!(
+        doc["paths"]["/secrets"]["get"]["responses"]["200"]["content"]["text/html; charset=utf-8"]
+            .is_object()
+    );
+}

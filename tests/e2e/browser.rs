@@ -28,19 +28,19 @@ const PAGE_SECRET: &str = "hello-browser-CANARY-page-5678";
 /// How long any one step in the page may take.
 const STEP: Duration = Duration::from_secs(30);
 
-fn on_path(names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
         .find(|p| p.is_file())
 }
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 /// `target/e2e-screenshots/`, next to the profile folder of this test binary.
-fn screenshot_dir() -> Result<PathBuf> {
+pub(crate) fn screenshots_root() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let target = exe
         .ancestors()
@@ -48,6 +48,14 @@ fn screenshot_dir() -> Result<PathBuf> {
         .context("unexpected test executable location")?;
     let dir = target.join("e2e-screenshots");
     std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `target/e2e-screenshots/`, emptied of this test's earlier screenshots
+/// (only the files directly in it: other browser tests keep theirs in
+/// folders of their own and run at the same time).
+fn screenshot_dir() -> Result<PathBuf> {
+    let dir = screenshots_root()?;
     // Screenshots of an earlier run must not pass for this one's.
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();
@@ -60,13 +68,13 @@ fn screenshot_dir() -> Result<PathBuf> {
 
 /// chromedriver on a loopback port, in its own process group so that it and
 /// the browser it starts are stopped together.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
-    async fn start(binary: &Path, log: &Path) -> Result<Self> {
+    pub(crate) async fn start(binary: &Path, log: &Path) -> Result<Self> {
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -89,6 +97,11 @@ impl Driver {
             }
         }
         bail!("chromedriver did not start: {last_error}")
+    }
+
+    /// chromedriver's base URL.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     async fn wait_ready(&self) -> Result<()> {
@@ -142,6 +155,27 @@ async fn swagger_ui_lists_executes_and_writes_secrets_in_a_real_browser() -> Res
     let profile = tempfile::tempdir()?;
     let driver = Driver::start(&chromedriver, &shots.join("chromedriver.log")).await?;
 
+    let client = open_session(&driver, &chromium, profile.path(), (1280, 1800)).await?;
+
+    let outcome = drive(&client, &h, &shots).await;
+    if outcome.is_err() {
+        let _ = save_screenshot(&client, &shots.join("swagger-ui-failure.png")).await;
+    }
+    let _ = client.close().await;
+    drop(driver);
+    outcome?;
+    assert!(!h.log().contains("CANARY"), "no secret in the host's log");
+    Ok(())
+}
+
+/// A headless Chromium session through `driver`, with its profile in
+/// `profile` and a window of `size` (width, height) CSS pixels.
+pub(crate) async fn open_session(
+    driver: &Driver,
+    chromium: &Path,
+    profile: &Path,
+    size: (u32, u32),
+) -> Result<Client> {
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
@@ -158,13 +192,13 @@ async fn swagger_ui_lists_executes_and_writes_secrets_in_a_real_browser() -> Res
                 "--no-first-run",
                 "--disable-sync",
                 "--disable-quic",
-                "--window-size=1280,1800",
-                format!("--user-data-dir={}", profile.path().display()),
+                format!("--window-size={},{}", size.0, size.1),
+                format!("--user-data-dir={}", profile.display()),
             ],
         }),
     );
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let client = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(60),
         ClientBuilder::new(connector)
             .capabilities(caps)
@@ -172,17 +206,7 @@ async fn swagger_ui_lists_executes_and_writes_secrets_in_a_real_browser() -> Res
     )
     .await
     .context("starting the browser timed out")?
-    .context("starting a browser session")?;
-
-    let outcome = drive(&client, &h, &shots).await;
-    if outcome.is_err() {
-        let _ = save_screenshot(&client, &shots.join("swagger-ui-failure.png")).await;
-    }
-    let _ = client.close().await;
-    drop(driver);
-    outcome?;
-    assert!(!h.log().contains("CANARY"), "no secret in the host's log");
-    Ok(())
+    .context("starting a browser session")
 }
 
 async fn drive(client: &Client, h: &HostProcess, shots: &Path) -> Result<()> {
@@ -337,7 +361,7 @@ async fn show_in_response(client: &Client, op: &Element, key: &str) -> Result<()
     Ok(())
 }
 
-async fn wait_for(client: &Client, css: &str) -> Result<Element> {
+pub(crate) async fn wait_for(client: &Client, css: &str) -> Result<Element> {
     client
         .wait()
         .at_most(STEP)
@@ -437,7 +461,7 @@ async fn response(op: &Element, status: &str, accept: impl Fn(&Value) -> bool) -
     bail!("no {status} response in the page (last seen: {last})")
 }
 
-async fn save_screenshot(client: &Client, path: &Path) -> Result<()> {
+pub(crate) async fn save_screenshot(client: &Client, path: &Path) -> Result<()> {
     let png = client.screenshot().await?;
     std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("screenshot: {}", path.display());

@@ -19,6 +19,7 @@ mod openapi;
 mod plugin_cli;
 mod scoped;
 mod secrets;
+mod secrets_page;
 mod shared_machine;
 mod strict_input;
 
