@@ -295,6 +295,104 @@ async fn a_host_started_while_the_store_is_down_serves_its_kept_snapshot() -> Re
 }
 
 #[tokio::test]
+async fn a_sealed_store_marks_stale_refuses_writes_and_is_caught_up_once_unsealed() -> Result<()> {
+    let Some(bin) = require_bao("store_sealed")? else {
+        return Ok(());
+    };
+    let bao = DevServer::start(&bin).await?;
+    let api = bao.api();
+    // The banner with the unseal key may come after the server answers.
+    let waited = Instant::now();
+    let unseal_key = loop {
+        if let Some(key) = bao.unseal_key() {
+            break key;
+        }
+        if waited.elapsed() > Duration::from_secs(10) {
+            bail!("the dev server printed no unseal key");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let addrs = vec![bao.process.addr.clone()];
+    let host = fleet_host(&addrs, &bao.token, "fleet-sealed")?;
+    let (status, _, body) = put(&host, json!({"P0_KEY_0": "before-the-seal"}), None).await?;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, answer) = api.post("sys/seal", json!({})).await?;
+    assert!(status < 300, "seal answered {status}: {answer}");
+    // GET answers from the snapshot, marked stale; a PUT applies nothing.
+    wait_until(&host, Duration::from_secs(15), |b| b.get("stale").is_some()).await?;
+    let (status, headers, body) = get_secrets(&host).await?;
+    assert_eq!(status, 200);
+    assert!(headers.get("milady-stale-seconds").is_some(), "{body}");
+    assert!(is_set(&body, "P0_KEY_0"), "{body}");
+    let (status, _, err) = put(&host, json!({"P0_KEY_1": "while-sealed"}), None).await?;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["code"], json!("store_unavailable"));
+
+    let (status, answer) = api.post("sys/unseal", json!({ "key": unseal_key })).await?;
+    assert!(status < 300, "unseal answered {status}: {answer}");
+    // Caught up without a restart: writes land again, the refused one never did.
+    wait_until(&host, Duration::from_secs(15), |b| b.get("stale").is_none()).await?;
+    let (status, _, body) = put(&host, json!({"P0_KEY_2": "after-the-unseal"}), None).await?;
+    assert_eq!(status, 200, "{body}");
+    let stored = store_data(&api, "fleet-sealed").await?;
+    assert_eq!(
+        stored.get("P0_KEY_0").map(String::as_str),
+        Some("before-the-seal")
+    );
+    assert_eq!(
+        stored.get("P0_KEY_2").map(String::as_str),
+        Some("after-the-unseal")
+    );
+    assert!(
+        !stored.contains_key("P0_KEY_1"),
+        "the refused PUT reached the store"
+    );
+    assert!(!host.log().contains(&bao.token));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_renewed_before_it_expires() -> Result<()> {
+    let Some(bin) = require_bao("token_renewal")? else {
+        return Ok(());
+    };
+    let bao = DevServer::start(&bin).await?;
+    // A renewable token that expires 6 s after its last renewal.
+    let (status, created) = bao
+        .api()
+        .post(
+            "auth/token/create",
+            json!({"ttl": "6s", "explicit_max_ttl": "10m", "renewable": true}),
+        )
+        .await?;
+    assert!(status < 300, "token create answered {status}");
+    let token = created["auth"]["client_token"]
+        .as_str()
+        .context("no client token in the answer")?
+        .to_owned();
+    let addrs = vec![bao.process.addr.clone()];
+    let host = fleet_host(&addrs, &token, "fleet-renewal")?;
+    let (status, _, body) = put(&host, json!({"P0_KEY_0": "early-value"}), None).await?;
+    assert_eq!(status, 200, "{body}");
+    // Three lifetimes later the token still works: the host renewed it.
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    let (status, _, body) = put(&host, json!({"P0_KEY_1": "late-value"}), None).await?;
+    assert_eq!(status, 200, "{body}");
+    let (_, headers, body) = get_secrets(&host).await?;
+    assert!(headers.get("milady-stale-seconds").is_none(), "{body}");
+    let log = host.log();
+    assert!(log.contains("renewed the store token"), "{log}");
+    assert!(!log.contains(&token));
+    let stored = store_data(&bao.api(), "fleet-renewal").await?;
+    assert_eq!(
+        stored.get("P0_KEY_1").map(String::as_str),
+        Some("late-value")
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_refused_token_marks_stale_and_refuses_writes() -> Result<()> {
     let Some(bin) = require_bao("token_refused")? else {
         return Ok(());

@@ -24,6 +24,8 @@ pub(crate) enum ChangeOrigin {
     /// A host service call: this host's API (`PUT /api/secrets`) or a
     /// plugin's own update.
     Api,
+    /// The shared secret store (SPEC §9): another host's write, followed.
+    Store,
 }
 
 impl ChangeOrigin {
@@ -31,6 +33,7 @@ impl ChangeOrigin {
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Api => "api",
+            Self::Store => "store",
         }
     }
 }

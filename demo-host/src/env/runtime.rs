@@ -399,6 +399,17 @@ impl RuntimeEnv {
 
     /// Swaps in `current` with `changes` applied in order, as `version`.
     fn publish(&self, current: &EnvSnapshot, changes: &[EnvChange], version: u64) {
+        self.publish_from(current, changes, version, ChangeOrigin::Api);
+    }
+
+    /// [`RuntimeEnv::publish`] of a change that came from `origin`.
+    fn publish_from(
+        &self,
+        current: &EnvSnapshot,
+        changes: &[EnvChange],
+        version: u64,
+        origin: ChangeOrigin,
+    ) {
         let mut vars: BTreeMap<String, (String, EnvSource)> = current
             .vars
             .iter()
@@ -430,7 +441,7 @@ impl RuntimeEnv {
             first_version: current.version + 1,
             version,
             keys: changes.iter().map(|c| c.key().to_owned()).collect(),
-            origin: ChangeOrigin::Api,
+            origin,
         });
     }
 }

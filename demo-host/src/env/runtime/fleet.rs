@@ -30,7 +30,7 @@ use std::{
 
 use host_api::{EnvChange, HostError, SHARED_VERSION_BASE};
 
-use super::{Outcome, Pending, RuntimeEnv, conflict};
+use super::{ChangeOrigin, Outcome, Pending, RuntimeEnv, conflict};
 use crate::store::{
     atomic::{IfExists, write_atomically},
     backend::{StoreBackend, read_store_backend},
@@ -539,7 +539,8 @@ impl RuntimeEnv {
         fleet.save(&read);
         *fleet.lock_state() = read;
         let current = self.snapshot();
-        self.publish(&current, &changes, shared(version));
+        // Another host's write (or the first read): plugins hear `store`.
+        self.publish_from(&current, &changes, shared(version), ChangeOrigin::Store);
         tracing::debug!(version, keys = changes.len(), "followed the store");
         Ok(())
     }
