@@ -393,6 +393,54 @@ async fn a_short_lived_token_is_renewed_before_it_expires() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_store_over_tls_is_reached_through_its_ca_file_and_refused_without_it() -> Result<()> {
+    let Some(bin) = require_bao("store_over_tls")? else {
+        return Ok(());
+    };
+    let certs = tempfile::tempdir()?;
+    let bao = DevServer::start_tls(&bin, certs.path()).await?;
+    let api = bao.tls_api(certs.path())?;
+    let addrs = vec![bao.process.addr.clone()];
+    assert!(addrs[0].starts_with("https://"));
+    let ca_line = format!(
+        "ca_file = \"{}\"\n",
+        certs.path().join("vault-ca.pem").display()
+    );
+    let config = store_config(&addrs, "fleet-tls") + &ca_line;
+    let catalog = tempfile::NamedTempFile::new()?;
+    e2e_tests::write_catalog(catalog.path(), 10, 3)?;
+    let trusted = HostProcess::start(
+        HostSpec::with_secrets()?
+            .catalog(catalog.path())
+            .config(&config)
+            .env("BAO_TOKEN", &bao.token)
+            .env("RUST_LOG", "info"),
+    )?;
+    let (status, _, body) = put(&trusted, json!({"P0_KEY_0": "over-tls-value"}), None).await?;
+    assert_eq!(status, 200, "{body}");
+    let stored = store_data(&api, "fleet-tls").await?;
+    assert_eq!(
+        stored.get("P0_KEY_0").map(String::as_str),
+        Some("over-tls-value")
+    );
+    // Without the CA file the server's certificate is not trusted: the
+    // host serves an empty, stale snapshot and writes nothing.
+    let untrusted = fleet_host(&addrs, &bao.token, "fleet-tls")?;
+    let (status, headers, body) = get_secrets(&untrusted).await?;
+    assert_eq!(status, 200);
+    assert!(headers.get("milady-stale-seconds").is_some(), "{body}");
+    let (status, _, err) = put(&untrusted, json!({"P0_KEY_1": "never-sent"}), None).await?;
+    assert_eq!(status, 503, "{err}");
+    assert_eq!(err["code"], json!("store_unavailable"));
+    assert!(
+        !store_data(&api, "fleet-tls")
+            .await?
+            .contains_key("P0_KEY_1")
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_refused_token_marks_stale_and_refuses_writes() -> Result<()> {
     let Some(bin) = require_bao("token_refused")? else {
         return Ok(());

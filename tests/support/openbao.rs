@@ -333,6 +333,61 @@ impl DevServer {
         BaoApi::new(self.process.addr.clone(), self.token.clone())
     }
 
+    /// `bao server -dev -dev-tls`: HTTPS only, with a certificate from a CA
+    /// of its own, which it writes to `cert_dir` as `vault-ca.pem`. Waits
+    /// until KV writes work over TLS.
+    pub async fn start_tls(bin: &Path, cert_dir: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let token = random_token();
+        let addr = format!("https://127.0.0.1:{port}");
+        let process = BaoProcess::spawn(
+            Command::new(bin).args([
+                "server",
+                "-dev",
+                "-dev-tls",
+                &format!("-dev-tls-cert-dir={}", cert_dir.display()),
+                &format!("-dev-root-token-id={token}"),
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+            ]),
+            addr,
+        )?;
+        let server = Self { process, token };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let probe = BTreeMap::from([("ready".to_owned(), "yes".to_owned())]);
+        loop {
+            if let Ok(api) = server.tls_api(cert_dir)
+                && api
+                    .kv_write("secret", "readiness-probe", &probe)
+                    .await
+                    .is_ok()
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "bao dev server (TLS) did not come up:\n{}",
+                    server.process.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client with the root token that trusts only the CA the server
+    /// wrote to `cert_dir` (see [`DevServer::start_tls`]).
+    pub fn tls_api(&self, cert_dir: &Path) -> Result<BaoApi> {
+        let pem = std::fs::read(cert_dir.join("vault-ca.pem"))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+            .build()?;
+        Ok(BaoApi {
+            addr: self.process.addr.clone(),
+            token: self.token.clone(),
+            client,
+        })
+    }
+
     /// The dev server's unseal key, from its start-up output.
     pub fn unseal_key(&self) -> Option<String> {
         self.process
