@@ -292,29 +292,47 @@ pub struct DevServer {
 impl DevServer {
     /// Starts one and waits until KV writes work.
     pub async fn start(bin: &Path) -> Result<Self> {
+        Self::launch(bin, None).await
+    }
+
+    /// `bao server -dev -dev-tls`: HTTPS only, with a certificate from a CA
+    /// of its own, which it writes to `cert_dir` as `vault-ca.pem`. Waits
+    /// until KV writes work over TLS.
+    pub async fn start_tls(bin: &Path, cert_dir: &Path) -> Result<Self> {
+        Self::launch(bin, Some(cert_dir)).await
+    }
+
+    /// Starts a dev server (over TLS with its CA in `tls`) and waits until
+    /// KV writes work.
+    async fn launch(bin: &Path, tls: Option<&Path>) -> Result<Self> {
         let port = free_port()?;
         let token = random_token();
-        let addr = format!("http://127.0.0.1:{port}");
-        let process = BaoProcess::spawn(
-            Command::new(bin).args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ]),
-            addr,
-        )?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["server", "-dev"]);
+        if let Some(dir) = tls {
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", dir.display()));
+        }
+        cmd.arg(format!("-dev-root-token-id={token}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let process = BaoProcess::spawn(&mut cmd, format!("{scheme}://127.0.0.1:{port}"))?;
         let server = Self { process, token };
-        let api = server.api();
         let deadline = Instant::now() + Duration::from_secs(20);
+        let probe = BTreeMap::from([("ready".to_owned(), "yes".to_owned())]);
         loop {
             // The first write after start can be refused while the mount
-            // is upgraded; a probe key proves it is ready.
-            let probe = BTreeMap::from([("ready".to_owned(), "yes".to_owned())]);
-            if api
-                .kv_write("secret", "readiness-probe", &probe)
-                .await
-                .is_ok()
+            // is upgraded (and over TLS the CA may not be written yet); a
+            // probe key proves it is ready.
+            let api = match tls {
+                Some(dir) => server.tls_api(dir),
+                None => Ok(server.api()),
+            };
+            if let Ok(api) = api
+                && api
+                    .kv_write("secret", "readiness-probe", &probe)
+                    .await
+                    .is_ok()
             {
                 return Ok(server);
             }
@@ -331,46 +349,6 @@ impl DevServer {
     /// A client with the root token.
     pub fn api(&self) -> BaoApi {
         BaoApi::new(self.process.addr.clone(), self.token.clone())
-    }
-
-    /// `bao server -dev -dev-tls`: HTTPS only, with a certificate from a CA
-    /// of its own, which it writes to `cert_dir` as `vault-ca.pem`. Waits
-    /// until KV writes work over TLS.
-    pub async fn start_tls(bin: &Path, cert_dir: &Path) -> Result<Self> {
-        let port = free_port()?;
-        let token = random_token();
-        let addr = format!("https://127.0.0.1:{port}");
-        let process = BaoProcess::spawn(
-            Command::new(bin).args([
-                "server",
-                "-dev",
-                "-dev-tls",
-                &format!("-dev-tls-cert-dir={}", cert_dir.display()),
-                &format!("-dev-root-token-id={token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ]),
-            addr,
-        )?;
-        let server = Self { process, token };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let probe = BTreeMap::from([("ready".to_owned(), "yes".to_owned())]);
-        loop {
-            if let Ok(api) = server.tls_api(cert_dir)
-                && api
-                    .kv_write("secret", "readiness-probe", &probe)
-                    .await
-                    .is_ok()
-            {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "bao dev server (TLS) did not come up:\n{}",
-                    server.process.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// A client with the root token that trusts only the CA the server
