@@ -188,6 +188,16 @@ pub(crate) fn remove_stale_temp_files(dest: &Path) -> usize {
     removed
 }
 
+/// Creates `dest`'s folder (and its parents) owner-only when it is
+/// missing, as a write of `dest` would, for files that are not written
+/// through [`write_atomically`] or whose folder is checked first; returns
+/// the folder.
+pub(crate) fn ensure_folder_of(dest: &Path) -> Result<&Path, AtomicWriteError> {
+    let dir = folder_of(dest);
+    ensure_private_dir(dir, &|_| Ok(()), dest)?;
+    Ok(dir)
+}
+
 /// The folder holding `dest` (`.` for a bare file name).
 fn folder_of(dest: &Path) -> &Path {
     match dest.parent() {

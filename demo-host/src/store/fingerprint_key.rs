@@ -15,9 +15,8 @@
 //! The file: comment lines (`#`) and one line of 64 hex digits.
 
 use std::{
-    fs::{self, DirBuilder, Permissions},
-    io,
-    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    fs, io,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -32,7 +31,6 @@ use crate::store::{
 pub(crate) const FILE_NAME: &str = "fingerprint.key";
 
 const KEY_MODE: u32 = 0o600;
-const DIR_MODE: u32 = 0o700;
 
 /// The fingerprint key could not be read, created or installed.
 #[derive(Debug, thiserror::Error)]
@@ -199,27 +197,7 @@ fn write(
     key: &FingerprintKey,
     if_exists: IfExists,
 ) -> Result<(), FingerprintKeyError> {
-    let io = |action| {
-        move |source| FingerprintKeyError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    let folder = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if !folder.is_dir() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(folder)
-            .map_err(io("create the folder of"))?;
-        // Explicit chmod: the creation mode is filtered by the umask.
-        fs::set_permissions(folder, Permissions::from_mode(DIR_MODE))
-            .map_err(io("set the folder permissions of"))?;
-    }
+    // The write creates a missing folder owner-only.
     let text = key.file_text();
     atomic::write_atomically(path, KEY_MODE, &mut text.as_bytes(), if_exists).map_err(|e| {
         FingerprintKeyError::Io {
@@ -233,6 +211,7 @@ fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
 
     #[test]
     fn created_once_private_and_stable() -> Result<(), Box<dyn std::error::Error>> {

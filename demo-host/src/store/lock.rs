@@ -18,9 +18,9 @@
 //! waits on it would split the lock in two).
 
 use std::{
-    fs::{self, DirBuilder, File, OpenOptions, Permissions},
+    fs::{self, File, OpenOptions},
     io,
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -28,8 +28,6 @@ use rustix::fs::{FlockOperation, flock};
 
 /// Mode of the lock files.
 const LOCK_MODE: u32 = 0o600;
-/// Mode of a config folder created to hold them.
-const DIR_MODE: u32 = 0o700;
 
 /// The write lock, held until dropped.
 #[derive(Debug)]
@@ -118,15 +116,7 @@ fn open_lock_file(path: &Path) -> io::Result<File> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(err),
     }
-    if let Some(folder) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !folder.is_dir()
-    {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(folder)?;
-        fs::set_permissions(folder, Permissions::from_mode(DIR_MODE))?;
-    }
+    super::atomic::ensure_folder_of(path).map_err(|e| e.source)?;
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -150,6 +140,7 @@ fn lock(file: &File, operation: FlockOperation) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

@@ -30,9 +30,9 @@
 use std::{
     ffi::{OsStr, OsString},
     fmt,
-    fs::{self, DirBuilder, File, Permissions},
+    fs::{self, File},
     io::{self, Read as _},
-    os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     str::FromStr as _,
     sync::{Arc, Mutex, PoisonError},
@@ -51,8 +51,6 @@ pub const SECRETS_KEY_FILE_ENV: &str = "MILADY_SECRETS_KEY_FILE";
 
 /// Mode of a key file: owner only.
 const KEY_MODE: u32 = 0o600;
-/// Mode of a key folder the host creates.
-const DIR_MODE: u32 = 0o700;
 /// The largest key file read (a real one is about 200 bytes).
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
@@ -341,27 +339,11 @@ pub(crate) fn key_file_text(identity: &Identity) -> Zeroizing<String> {
 /// Creates the key file at `path` (see the module notes); on `EEXIST`
 /// reads the key that won.
 pub(crate) fn create_key_file(path: &Path) -> Result<Identity, KeyError> {
-    let io = |action: &'static str| {
-        move |source: io::Error| KeyError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    let folder = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if !folder.is_dir() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(folder)
-            .map_err(io("create the folder of"))?;
-        // Explicit chmod: the creation mode is filtered by the umask.
-        fs::set_permissions(folder, Permissions::from_mode(DIR_MODE))
-            .map_err(io("set the folder permissions of"))?;
-    }
+    let folder = atomic::ensure_folder_of(path).map_err(|e| KeyError::Io {
+        action: e.step.action(),
+        path: path.to_owned(),
+        source: e.source,
+    })?;
     check_folder(path, folder)?;
     remove_abandoned_temp_files(path);
     let identity = Identity::generate();
@@ -512,6 +494,7 @@ fn parse_key(text: &str, origin: &str) -> Result<Identity, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{fs::Permissions, os::unix::fs::PermissionsExt as _};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
