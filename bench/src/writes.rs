@@ -212,6 +212,12 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
 
 /// `clients` connections PUTting one key each (of `keys`) to `addr` for a
 /// round.
+/// The value client `conn` writes in its PUT number `seq` (the seed is
+/// number 0).
+fn bench_value(conn: usize, seq: u64) -> String {
+    format!("bench-value-{conn:02}-{seq:08}-abcdefghijklmnop")
+}
+
 /// Sets each of `keys` once, with a value as long as those the load
 /// writes.
 fn seed(host: &demo_host::Host, keys: &[String]) -> Result<()> {
@@ -220,9 +226,7 @@ fn seed(host: &demo_host::Host, keys: &[String]) -> Result<()> {
         .enumerate()
         .map(|(conn, key)| host_api::EnvChange {
             key: key.as_str().into(),
-            value: abi_stable::std_types::RSome(
-                format!("bench-value-{conn:02}-{:08}-abcdefghijklmnop", 0).into(),
-            ),
+            value: abi_stable::std_types::RSome(bench_value(conn, 0).as_str().into()),
         })
         .collect();
     host.env
@@ -240,9 +244,7 @@ fn put_load(
     let keys = Arc::clone(keys);
     let make = move |conn: usize, seq: u64| {
         let key = &keys[conn % keys.len()];
-        let body = format!(
-            r#"{{"secrets":{{"{key}":"bench-value-{conn:02}-{seq:08}-abcdefghijklmnop"}}}}"#
-        );
+        let body = format!(r#"{{"secrets":{{"{key}":"{}"}}}}"#, bench_value(conn, seq));
         load::request("PUT", addr, "/api/secrets", Some(body.as_bytes()))
     };
     Load {
