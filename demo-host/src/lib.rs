@@ -19,6 +19,7 @@
 //! - `app`: assembling all of the above into a [`Host`].
 
 mod app;
+mod beside;
 mod boundary;
 mod env;
 mod http;

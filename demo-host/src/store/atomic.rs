@@ -100,30 +100,29 @@ pub(crate) fn write_atomically<R: Read + ?Sized>(
     content: &mut R,
     if_exists: IfExists,
 ) -> Result<(), AtomicWriteError> {
-    write_steps(dest, mode, content, if_exists, &|_| Ok(()))
+    match write_atomically_gated(dest, mode, content, if_exists, &|_| Ok(()), || {
+        Ok::<(), std::convert::Infallible>(())
+    })? {
+        Ok(()) => Ok(()),
+        Err(never) => match never {},
+    }
 }
 
-/// [`write_atomically`] with `before_step` called before each step; an error
-/// it returns fails that step as if the step itself had failed. The seam for
-/// injected faults, hence debug builds only.
-#[cfg(debug_assertions)]
-pub(crate) fn write_atomically_with_hook<R: Read + ?Sized>(
+/// [`write_atomically`] with `before_step` called before each step (an
+/// error it returns fails that step as if the step itself had failed: the
+/// seam for injected faults) and `approve` called once the temporary file
+/// is written and synced, just before the rename. When `approve` refuses,
+/// the temporary file is removed, the destination is left untouched and its
+/// error is returned as `Ok(Err(..))`. This lets a check of the content (the
+/// config's re-parse) run on another thread while the disk syncs.
+pub(crate) fn write_atomically_gated<R: Read + ?Sized, E>(
     dest: &Path,
     mode: u32,
     content: &mut R,
     if_exists: IfExists,
     before_step: &dyn Fn(Step) -> io::Result<()>,
-) -> Result<(), AtomicWriteError> {
-    write_steps(dest, mode, content, if_exists, before_step)
-}
-
-fn write_steps<R: Read + ?Sized>(
-    dest: &Path,
-    mode: u32,
-    content: &mut R,
-    if_exists: IfExists,
-    before_step: &dyn Fn(Step) -> io::Result<()>,
-) -> Result<(), AtomicWriteError> {
+    approve: impl FnOnce() -> Result<(), E>,
+) -> Result<Result<(), E>, AtomicWriteError> {
     let step = |step: Step| -> Result<(), AtomicWriteError> {
         before_step(step).map_err(failed(step, dest))
     };
@@ -146,6 +145,10 @@ fn write_steps<R: Read + ?Sized>(
     io::copy(content, tmp.as_file_mut()).map_err(failed(Step::Write, dest))?;
     step(Step::Sync)?;
     tmp.as_file().sync_all().map_err(failed(Step::Sync, dest))?;
+    if let Err(refused) = approve() {
+        // Dropping the temp file deletes it.
+        return Ok(Err(refused));
+    }
 
     step(Step::Rename)?;
     let persisted = match if_exists {
@@ -159,6 +162,7 @@ fn write_steps<R: Read + ?Sized>(
     File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(failed(Step::SyncFolder, dest))
+        .map(Ok)
 }
 
 /// Removes the temporary files that atomic writes of `dest` killed mid-way
@@ -285,6 +289,45 @@ mod tests {
         assert_eq!(err.step, Step::Rename);
         assert_eq!(err.source.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read_to_string(&dest)?, "theirs");
+        assert_eq!(names(dir.path())?, ["milady.toml"]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_refused_write_leaves_the_destination_and_no_temp_file() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let dest = dir.path().join("milady.toml");
+        fs::write(&dest, "before")?;
+        let mut seen = None;
+        let refused = write_atomically_gated(
+            &dest,
+            0o600,
+            &mut &b"after"[..],
+            IfExists::Replace,
+            &|_| Ok(()),
+            || {
+                // The content is on disk, synced, under a temporary name.
+                seen = Some(names(dir.path())?.len());
+                Err::<(), io::Error>(io::Error::other("the check refused"))
+            },
+        )?;
+        assert_eq!(
+            refused.map_err(|e| e.to_string()),
+            Err("the check refused".to_owned())
+        );
+        assert_eq!(seen, Some(2));
+        assert_eq!(fs::read_to_string(&dest)?, "before");
+        assert_eq!(names(dir.path())?, ["milady.toml"]);
+        let approved = write_atomically_gated(
+            &dest,
+            0o600,
+            &mut &b"after"[..],
+            IfExists::Replace,
+            &|_| Ok(()),
+            || Ok::<(), io::Error>(()),
+        )?;
+        assert!(approved.is_ok());
+        assert_eq!(fs::read_to_string(&dest)?, "after");
         assert_eq!(names(dir.path())?, ["milady.toml"]);
         Ok(())
     }

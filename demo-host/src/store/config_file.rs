@@ -38,9 +38,11 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use host_api::EnvChange;
+
+use crate::beside::beside;
 use toml_edit::{DocumentMut, Item, Table, Value};
 use zeroize::Zeroizing;
 
@@ -90,7 +92,7 @@ const DEFAULT_CONFIG: &str = r#"# Configuration of the agent host.
 /// The text a store last wrote (or found unchanged) and its parsed form.
 /// The text may hold hand-written plaintext values: wiped when dropped.
 struct LastWrite {
-    text: Zeroizing<String>,
+    text: Arc<Zeroizing<String>>,
     doc: DocumentMut,
 }
 
@@ -117,6 +119,9 @@ pub struct ConfigStore {
     write_lock: Mutex<Option<LastWrite>>,
     /// The file has been seen on disk (read or written) by this store.
     existed: AtomicBool,
+    /// The file as last read or written says `[security] encrypt_env =
+    /// false`: [`ConfigStore::preseal`] has nothing to do.
+    opted_out: AtomicBool,
     /// How strictly the file and its folder are checked.
     policy: FilePolicy,
     /// The secrets key values are encrypted with (none: plaintext).
@@ -266,6 +271,7 @@ impl ConfigStore {
             path: path.into(),
             write_lock: Mutex::new(None),
             existed: AtomicBool::new(false),
+            opted_out: AtomicBool::new(false),
             policy: FilePolicy::strict(),
             keyring: None,
             #[cfg(debug_assertions)]
@@ -306,7 +312,9 @@ impl ConfigStore {
             Some(text) => {
                 self.existed.store(true, Ordering::Relaxed);
                 let doc = self.parse(&text)?;
-                self.extract(&doc)
+                let snapshot = extract(&self.path, &doc)?;
+                self.note_opt_out(&snapshot);
+                Ok(snapshot)
             }
         }
     }
@@ -332,7 +340,7 @@ impl ConfigStore {
     /// Whether the file opts out of encryption stays the write's decision:
     /// it then ignores these.
     pub(crate) fn preseal(&self, changes: &[EnvChange]) -> Option<Vec<Option<String>>> {
-        if !changes.iter().any(|c| c.value().is_some()) {
+        if !self.seals_values() || !changes.iter().any(|c| c.value().is_some()) {
             return None;
         }
         let to = self.keyring.as_ref()?.load().ok()?.recipient();
@@ -345,6 +353,20 @@ impl ConfigStore {
                 })
                 .collect(),
         )
+    }
+
+    /// Whether values written are likely to be encrypted: there is a
+    /// keyring and the file, as last read or written, does not opt out.
+    /// (The write itself decides, from the file as it then is.)
+    pub(crate) fn seals_values(&self) -> bool {
+        self.keyring.is_some() && !self.opted_out.load(Ordering::Relaxed)
+    }
+
+    /// Remembers whether `snapshot`, the file as read or written, opts out
+    /// of encryption.
+    fn note_opt_out(&self, snapshot: &ConfigSnapshot) {
+        self.opted_out
+            .store(snapshot.encrypt_env == Some(false), Ordering::Relaxed);
     }
 
     /// [`ConfigStore::apply_env`] with values [`ConfigStore::preseal`]
@@ -504,28 +526,33 @@ impl ConfigStore {
             (_, original) => self.parse(original.unwrap_or(""))?,
         };
         edit(&mut doc)?;
-        let text = doc.to_string();
-        // Validate what will actually be on disk, not the in-memory tree, so
-        // the host can always load what it wrote.
-        let written = text.parse::<DocumentMut>().map_err(|err| {
-            let (line, column) = error_position(&text, err.span().map(|s| s.start));
-            self.shape(format!(
-                "the edit would produce invalid TOML at line {line}, column {column}: {}",
-                err.message()
-            ))
-        })?;
-        let snapshot = self.extract(&written)?;
-
-        if original.as_deref() == Some(text.as_str()) {
+        let text = Arc::new(Zeroizing::new(doc.to_string()));
+        // What is written is parsed back before it replaces the file, so the
+        // host can always load what it wrote. The bytes go to disk while
+        // the helper thread parses them: the rename waits for the parse,
+        // and a text that does not parse or has the wrong shape never
+        // replaces the file.
+        let (written, snapshot) = if original.as_deref() == Some(text.as_str()) {
+            let checked = check_written(&self.path, &text)?;
             self.tighten_mode()?;
+            checked
         } else if original.is_some() || !text.is_empty() {
-            self.write_atomic(text.as_bytes(), IfExists::Replace)?;
+            let checking = {
+                let (path, text) = (self.path.clone(), Arc::clone(&text));
+                beside(move || check_written(&path, &text))
+            };
+            let checked = self.write_atomic_approved(text.as_bytes(), IfExists::Replace, || {
+                checking.join().unwrap_or_else(|| {
+                    Err(self.shape("checking the edited config failed".to_owned()))
+                })
+            })?;
             self.existed.store(true, Ordering::Relaxed);
-        }
-        *last = Some(LastWrite {
-            text: Zeroizing::new(text),
-            doc: written,
-        });
+            checked
+        } else {
+            check_written(&self.path, &text)?
+        };
+        self.note_opt_out(&snapshot);
+        *last = Some(LastWrite { text, doc: written });
         Ok(snapshot)
     }
 
@@ -627,132 +654,42 @@ impl ConfigStore {
         })
     }
 
-    /// Checks the shape of `doc` and extracts what the host uses. Unknown
-    /// tables and keys are ignored (they belong to other tools or versions).
-    fn extract(&self, doc: &DocumentMut) -> Result<ConfigSnapshot, ConfigError> {
-        let mut snapshot = ConfigSnapshot::default();
-
-        if let Some(env) = doc.get("env") {
-            let env = env.as_table_like().ok_or_else(|| {
-                self.shape(format!("`env` must be a table, found {}", env.type_name()))
-            })?;
-            for (key, item) in env.iter() {
-                match sealed::read_item(item) {
-                    Some(Stored::Plain(value)) => {
-                        snapshot.env.insert(key.to_owned(), value.to_owned());
-                    }
-                    Some(Stored::Sealed(text)) => {
-                        snapshot.sealed.insert(key.to_owned(), text.to_owned());
-                    }
-                    None => {
-                        return Err(self.shape(format!(
-                            "[env] key {key:?} must be a string or an encrypted value \
-                             {{ age = \"...\" }}, found {}",
-                            item.type_name()
-                        )));
-                    }
-                }
-            }
-        }
-
-        if let Some(plugins) = doc.get("plugins") {
-            let plugins = plugins.as_table_like().ok_or_else(|| {
-                self.shape(format!(
-                    "`plugins` must be a table, found {}",
-                    plugins.type_name()
-                ))
-            })?;
-            if let Some(entries) = plugins.get("entries") {
-                let entries = entries.as_table_like().ok_or_else(|| {
-                    self.shape(format!(
-                        "`plugins.entries` must be a table, found {}",
-                        entries.type_name()
-                    ))
-                })?;
-                for (id, entry) in entries.iter() {
-                    let entry = entry.as_table_like().ok_or_else(|| {
-                        self.shape(format!(
-                            "plugin entry {id:?} in `plugins.entries` must be a table, found {}",
-                            entry.type_name()
-                        ))
-                    })?;
-                    if let Some(enabled) = entry.get("enabled") {
-                        let enabled = enabled.as_bool().ok_or_else(|| {
-                            self.shape(format!(
-                                "`enabled` of plugin entry {id:?} must be a boolean, found {}",
-                                enabled.type_name()
-                            ))
-                        })?;
-                        snapshot.plugin_enabled.insert(id.to_owned(), enabled);
-                    }
-                    if let Some(grant) = entry.get("manage_secrets") {
-                        let grant = grant.as_bool().ok_or_else(|| {
-                            self.shape(format!(
-                                "`manage_secrets` of plugin entry {id:?} must be a boolean, found {}",
-                                grant.type_name()
-                            ))
-                        })?;
-                        snapshot.plugin_manage_secrets.insert(id.to_owned(), grant);
-                    }
-                }
-            }
-        }
-
-        if let Some(security) = doc.get("security") {
-            let security = security.as_table_like().ok_or_else(|| {
-                self.shape(format!(
-                    "`security` must be a table, found {}",
-                    security.type_name()
-                ))
-            })?;
-            if let Some(blocked) = security.get("blocked_env_keys") {
-                let not_strings = || {
-                    self.shape("`security.blocked_env_keys` must be an array of strings".to_owned())
-                };
-                let array = blocked.as_array().ok_or_else(not_strings)?;
-                for key in array.iter() {
-                    let key = key.as_str().ok_or_else(not_strings)?;
-                    snapshot.blocked_env_keys.push(key.to_owned());
-                }
-            }
-            if let Some(encrypt) = security.get("encrypt_env") {
-                let encrypt = encrypt.as_bool().ok_or_else(|| {
-                    self.shape(format!(
-                        "`security.encrypt_env` must be a boolean, found {}",
-                        encrypt.type_name()
-                    ))
-                })?;
-                snapshot.encrypt_env = Some(encrypt);
-            }
-        }
-
-        Ok(snapshot)
-    }
-
     /// Replaces the file with `bytes` through the atomic replace (temp file
     /// in the same folder, mode 0600, fsync, rename, fsync of the folder; see
     /// `atomic`): on failure the original is untouched and no temp file is
     /// left. `IfExists::Fail` refuses to replace an existing file
     /// (`AlreadyExists`).
     fn write_atomic(&self, bytes: &[u8], if_exists: IfExists) -> Result<(), ConfigError> {
+        self.write_atomic_approved(bytes, if_exists, || Ok(()))
+    }
+
+    /// [`ConfigStore::write_atomic`] that renames only when `approve`, called
+    /// once the bytes are synced to the temporary file, returns `Ok`; its
+    /// value is returned, and on its error the file is left untouched.
+    fn write_atomic_approved<T>(
+        &self,
+        bytes: &[u8],
+        if_exists: IfExists,
+        approve: impl FnOnce() -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
         let target = self.write_target()?;
         let mut content = bytes;
+        let mut approved = None;
+        let gate = || {
+            approved = Some(approve()?);
+            Ok::<(), ConfigError>(())
+        };
         #[cfg(debug_assertions)]
-        let written = match &self.fault_file {
-            Some(file) => atomic::write_atomically_with_hook(
-                &target,
-                FILE_MODE,
-                &mut content,
-                if_exists,
-                &|step| fault_injection::injected_fault(file, step),
-            ),
-            None => atomic::write_atomically(&target, FILE_MODE, &mut content, if_exists),
+        let fault = |step| match &self.fault_file {
+            Some(file) => fault_injection::injected_fault(file, step),
+            None => Ok(()),
         };
         #[cfg(not(debug_assertions))]
-        let written = atomic::write_atomically(&target, FILE_MODE, &mut content, if_exists);
-        written.map_err(|err| self.io(err.step.action(), err.source))?;
+        let fault = |_| Ok(());
+        atomic::write_atomically_gated(&target, FILE_MODE, &mut content, if_exists, &fault, gate)
+            .map_err(|err| self.io(err.step.action(), err.source))??;
         tracing::debug!(path = %self.path.display(), "config file written");
-        Ok(())
+        approved.ok_or_else(|| self.shape("the config write was not checked".to_owned()))
     }
 
     /// Removes the temporary files that writes killed mid-way (SIGKILL,
@@ -811,6 +748,128 @@ impl ConfigStore {
             message,
         }
     }
+}
+
+/// Parses `text`, the edited config about to be written to `path`, and
+/// checks its shape: the document and snapshot of what will be on disk.
+fn check_written(path: &Path, text: &str) -> Result<(DocumentMut, ConfigSnapshot), ConfigError> {
+    let written = text.parse::<DocumentMut>().map_err(|err| {
+        let (line, column) = error_position(text, err.span().map(|s| s.start));
+        ConfigError::Shape {
+            path: path.to_path_buf(),
+            message: format!(
+                "the edit would produce invalid TOML at line {line}, column {column}: {}",
+                err.message()
+            ),
+        }
+    })?;
+    let snapshot = extract(path, &written)?;
+    Ok((written, snapshot))
+}
+
+/// Checks the shape of `doc` and extracts what the host uses. Unknown
+/// tables and keys are ignored (they belong to other tools or versions).
+fn extract(path: &Path, doc: &DocumentMut) -> Result<ConfigSnapshot, ConfigError> {
+    let shape = |message: String| ConfigError::Shape {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut snapshot = ConfigSnapshot::default();
+
+    if let Some(env) = doc.get("env") {
+        let env = env
+            .as_table_like()
+            .ok_or_else(|| shape(format!("`env` must be a table, found {}", env.type_name())))?;
+        for (key, item) in env.iter() {
+            match sealed::read_item(item) {
+                Some(Stored::Plain(value)) => {
+                    snapshot.env.insert(key.to_owned(), value.to_owned());
+                }
+                Some(Stored::Sealed(text)) => {
+                    snapshot.sealed.insert(key.to_owned(), text.to_owned());
+                }
+                None => {
+                    return Err(shape(format!(
+                        "[env] key {key:?} must be a string or an encrypted value \
+                         {{ age = \"...\" }}, found {}",
+                        item.type_name()
+                    )));
+                }
+            }
+        }
+    }
+
+    if let Some(plugins) = doc.get("plugins") {
+        let plugins = plugins.as_table_like().ok_or_else(|| {
+            shape(format!(
+                "`plugins` must be a table, found {}",
+                plugins.type_name()
+            ))
+        })?;
+        if let Some(entries) = plugins.get("entries") {
+            let entries = entries.as_table_like().ok_or_else(|| {
+                shape(format!(
+                    "`plugins.entries` must be a table, found {}",
+                    entries.type_name()
+                ))
+            })?;
+            for (id, entry) in entries.iter() {
+                let entry = entry.as_table_like().ok_or_else(|| {
+                    shape(format!(
+                        "plugin entry {id:?} in `plugins.entries` must be a table, found {}",
+                        entry.type_name()
+                    ))
+                })?;
+                if let Some(enabled) = entry.get("enabled") {
+                    let enabled = enabled.as_bool().ok_or_else(|| {
+                        shape(format!(
+                            "`enabled` of plugin entry {id:?} must be a boolean, found {}",
+                            enabled.type_name()
+                        ))
+                    })?;
+                    snapshot.plugin_enabled.insert(id.to_owned(), enabled);
+                }
+                if let Some(grant) = entry.get("manage_secrets") {
+                    let grant = grant.as_bool().ok_or_else(|| {
+                        shape(format!(
+                            "`manage_secrets` of plugin entry {id:?} must be a boolean, found {}",
+                            grant.type_name()
+                        ))
+                    })?;
+                    snapshot.plugin_manage_secrets.insert(id.to_owned(), grant);
+                }
+            }
+        }
+    }
+
+    if let Some(security) = doc.get("security") {
+        let security = security.as_table_like().ok_or_else(|| {
+            shape(format!(
+                "`security` must be a table, found {}",
+                security.type_name()
+            ))
+        })?;
+        if let Some(blocked) = security.get("blocked_env_keys") {
+            let not_strings =
+                || shape("`security.blocked_env_keys` must be an array of strings".to_owned());
+            let array = blocked.as_array().ok_or_else(not_strings)?;
+            for key in array.iter() {
+                let key = key.as_str().ok_or_else(not_strings)?;
+                snapshot.blocked_env_keys.push(key.to_owned());
+            }
+        }
+        if let Some(encrypt) = security.get("encrypt_env") {
+            let encrypt = encrypt.as_bool().ok_or_else(|| {
+                shape(format!(
+                    "`security.encrypt_env` must be a boolean, found {}",
+                    encrypt.type_name()
+                ))
+            })?;
+            snapshot.encrypt_env = Some(encrypt);
+        }
+    }
+
+    Ok(snapshot)
 }
 
 /// The folder holding `path` (`.` for a bare file name).

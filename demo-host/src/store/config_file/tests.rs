@@ -515,15 +515,23 @@ fn shape_errors_name_the_key_not_the_value() -> TestResult {
 
 #[test]
 fn update_cannot_write_a_wrong_shape() -> TestResult {
-    let (_dir, store) = temp_store()?;
+    let (dir, store) = temp_store()?;
     fs::write(store.path(), SAMPLE)?;
-    let err = store
-        .update(|doc| {
-            doc["env"]["N"] = toml_edit::value(5);
-        })
-        .expect_err("the edit breaks the shape");
-    assert!(matches!(err, ConfigError::Shape { .. }), "{err:?}");
-    assert_eq!(fs::read_to_string(store.path())?, SAMPLE);
+    let before = dir_names(dir.path())?;
+    for _ in 0..2 {
+        let err = store
+            .update(|doc| {
+                doc["env"]["N"] = toml_edit::value(5);
+            })
+            .expect_err("the edit breaks the shape");
+        assert!(matches!(err, ConfigError::Shape { .. }), "{err:?}");
+        // The text was synced to a temporary file while it was checked: the
+        // refusal removed it and left the file as it was.
+        assert_eq!(fs::read_to_string(store.path())?, SAMPLE);
+        assert_eq!(dir_names(dir.path())?, before);
+    }
+    store.apply_env(&[edit("FINE", Some("after-the-refusals"))])?;
+    assert_eq!(store.load()?.env["FINE"], "after-the-refusals");
     Ok(())
 }
 
