@@ -60,7 +60,17 @@ pub(crate) fn read_item(item: &Item) -> Option<Stored<'_>> {
 }
 
 /// The TOML value `{ age = "<sealed>" }` for a ciphertext made by [`seal`].
+/// Parsed from its text, so the value carries that text and writing the
+/// document copies it instead of working out how to quote a long string on
+/// every later write.
 pub(crate) fn sealed_value(sealed: &str) -> Value {
+    if sealed
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        && let Ok(value) = format!("{{ {SEALED_FIELD} = \"{sealed}\" }}").parse::<Value>()
+    {
+        return value;
+    }
     let mut table = toml_edit::InlineTable::new();
     table.insert(SEALED_FIELD, Value::from(sealed));
     table.fmt();

@@ -737,3 +737,88 @@ fn client_messages_name_the_cause_but_not_the_path() {
     assert!(errors[0].client_message().contains("no storage space"));
     assert!(errors[1].client_message().contains("line 3, column 7"));
 }
+
+/// One write of [`cached_and_fresh_writes_agree`]: `[env]` changes, or a
+/// plugin switch.
+#[derive(Clone, Debug)]
+enum Write {
+    Env(Vec<(String, Option<String>)>),
+    Plugin(String, bool),
+}
+
+fn writes() -> impl Strategy<Value = Write> {
+    let key = prop_oneof![
+        Just("OPENAI_API_KEY".to_owned()),
+        Just("INDENTED".to_owned()),
+        "[A-Z][A-Z0-9_]{0,6}",
+    ];
+    prop_oneof![
+        4 => proptest::collection::vec(
+            (key, proptest::option::weighted(0.8, "[ -~]{1,12}")),
+            1..5,
+        )
+        .prop_map(Write::Env),
+        1 => ("@elizaos/plugin-[a-c]", any::<bool>()).prop_map(|(id, on)| Write::Plugin(id, on)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A store writes from the document it last wrote (not parsed again);
+    /// a fresh store parses the file. Both must write the same bytes for
+    /// the same edits, encrypted values (sealed ahead to fixed texts here,
+    /// so the bytes can be compared) or plaintext ones (a file that opts
+    /// out).
+    #[test]
+    fn cached_and_fresh_writes_agree(
+        steps in proptest::collection::vec(writes(), 1..8),
+        opt_out in any::<bool>(),
+    ) {
+        let fail = |e: &dyn std::fmt::Display| TestCaseError::fail(e.to_string());
+        let dir = tempfile::tempdir().map_err(|e| fail(&e))?;
+        let ring = std::sync::Arc::new(crate::store::secrets_key::Keyring::new(
+            crate::store::secrets_key::SecretsKey::File(dir.path().join("key").join("secrets.key")),
+        ));
+        let (a, b) = (dir.path().join("a").join("milady.toml"), dir.path().join("b").join("milady.toml"));
+        for path in [&a, &b] {
+            fs::create_dir_all(path.parent().ok_or_else(|| fail(&"no folder"))?).map_err(|e| fail(&e))?;
+            let text = if opt_out {
+                SAMPLE.replace("[security]\n", "[security]\nencrypt_env = false\n")
+            } else {
+                SAMPLE.to_owned()
+            };
+            fs::write(path, text).map_err(|e| fail(&e))?;
+        }
+        let cached = ConfigStore::new(&a).with_keyring(std::sync::Arc::clone(&ring));
+        for (n, step) in steps.iter().enumerate() {
+            let fresh = ConfigStore::new(&b).with_keyring(std::sync::Arc::clone(&ring));
+            for store in [&cached, &fresh] {
+                match step {
+                    Write::Env(edits) => {
+                        let changes: Vec<EnvChange> = edits
+                            .iter()
+                            .map(|(key, value)| edit(key, value.as_deref()))
+                            .collect();
+                        let ahead: Vec<Option<String>> = edits
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, value))| {
+                                value.as_ref().map(|_| format!("c2VhbGVk{n:02}{i:02}QUJDRA=="))
+                            })
+                            .collect();
+                        store.apply_env_presealed(&changes, &ahead).map_err(|e| fail(&e))?;
+                    }
+                    Write::Plugin(id, on) => {
+                        store.set_plugin_enabled(id, *on).map_err(|e| fail(&e))?;
+                    }
+                }
+            }
+            let (left, right) = (
+                fs::read_to_string(&a).map_err(|e| fail(&e))?,
+                fs::read_to_string(&b).map_err(|e| fail(&e))?,
+            );
+            prop_assert_eq!(left, right, "after step {} ({:?})", n, step);
+        }
+    }
+}
