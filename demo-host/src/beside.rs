@@ -25,7 +25,9 @@ impl<T> Beside<T> {
     }
 }
 
-/// Runs `job` on the helper thread (started on first use).
+/// Runs `job` on the helper thread (started on first use). Jobs run one
+/// after the other, so a job must never wait for another job (it would
+/// wait for itself): they are short pieces of CPU or disk work.
 pub(crate) fn beside<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Beside<T> {
     let (tx, rx): (SyncSender<T>, _) = sync_channel(1);
     let job: Job = Box::new(move || {
