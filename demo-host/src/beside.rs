@@ -9,7 +9,7 @@ use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     sync::{
         OnceLock,
-        mpsc::{Receiver, Sender, SyncSender, channel, sync_channel},
+        mpsc::{Receiver, SendError, Sender, SyncSender, channel, sync_channel},
     },
 };
 
@@ -27,8 +27,21 @@ impl<T> Beside<T> {
 
 /// Runs `job` on the helper thread (started on first use). Jobs run one
 /// after the other, so a job must never wait for another job (it would
-/// wait for itself): they are short pieces of CPU or disk work.
+/// wait for itself): they are short pieces of CPU or disk work. Without a
+/// helper (its thread could not be started) the job runs here and now:
+/// slower, never lost.
 pub(crate) fn beside<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Beside<T> {
+    run_on(helper(), job)
+}
+
+/// [`beside`] with the helper's queue given: `None`, or a queue nobody
+/// takes from, runs `job` on the calling thread.
+fn run_on<T: Send + 'static>(
+    helper: Option<&Sender<Job>>,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Beside<T> {
+    // Room for the one result: the job never blocks on handing it over,
+    // on whichever thread it runs.
     let (tx, rx): (SyncSender<T>, _) = sync_channel(1);
     let job: Job = Box::new(move || {
         // A panic drops `tx`: the waiter gets `None`, the helper lives on.
@@ -36,10 +49,13 @@ pub(crate) fn beside<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static
             let _ = tx.send(result);
         }
     });
-    if let Some(helper) = helper() {
-        // A send fails only when the helper is gone; the job (and its
-        // sender) is dropped with the error and the waiter gets `None`.
-        let _ = helper.send(job);
+    match helper {
+        Some(helper) => {
+            if let Err(SendError(job)) = helper.send(job) {
+                job();
+            }
+        }
+        None => job(),
     }
     Beside(rx)
 }
@@ -73,5 +89,19 @@ mod tests {
         let panicked: Beside<u8> = beside(|| panic!("job failed"));
         assert_eq!(panicked.join(), None);
         assert_eq!(beside(|| "still running").join(), Some("still running"));
+    }
+
+    #[test]
+    fn without_a_helper_jobs_run_on_the_caller() {
+        let caller = std::thread::current().id();
+        let ran = run_on(None, move || std::thread::current().id() == caller);
+        assert_eq!(ran.join(), Some(true));
+        // A queue whose receiver is gone (the helper thread ended).
+        let (gone, receiver) = channel::<Job>();
+        drop(receiver);
+        let ran = run_on(Some(&gone), move || std::thread::current().id() == caller);
+        assert_eq!(ran.join(), Some(true));
+        let panicked: Beside<()> = run_on(None, || panic!("job failed"));
+        assert_eq!(panicked.join(), None);
     }
 }
