@@ -544,6 +544,64 @@ mod tests {
             .collect()
     }
 
+    /// The write path with both overlaps on (audit log, encryption): the
+    /// helper thread syncs the audit lines while writers encrypt, and
+    /// checks each new text while it syncs. Toggles writing the same file
+    /// at the same time wait for the helper's check of their text too;
+    /// nothing may wait on a circle, and every write must land.
+    #[test]
+    fn audited_encrypted_updates_and_toggles_all_land() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cfg").join("milady.toml");
+        std::fs::create_dir_all(dir.path().join("cfg"))?;
+        let ring = Arc::new(crate::store::secrets_key::Keyring::new(
+            crate::store::secrets_key::SecretsKey::File(dir.path().join("key").join("secrets.key")),
+        ));
+        let config = Arc::new(ConfigStore::new(&path).with_keyring(ring));
+        let log = Arc::new(crate::store::audit::AuditLog::beside(&path));
+        let env = Arc::new(
+            RuntimeEnv::new(
+                [],
+                &BTreeMap::new(),
+                &[],
+                Arc::clone(&config),
+                KeyPolicy::new(Vec::<String>::new()),
+            )
+            .with_audit(log),
+        );
+        let threads = 12;
+        let toggles = {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                (0..40).try_for_each(|i| {
+                    config
+                        .set_plugin_enabled(&format!("@elizaos/plugin-{}", i % 3), i % 2 == 0)
+                        .map(|_| ())
+                })
+            })
+        };
+        let outcomes = race(&env, threads, |env, i| {
+            let mut last = Err(HostError::new(HostError::INTERNAL, "no update"));
+            for round in 0..5 {
+                last = env.update_blocking(
+                    &[set(&format!("KEY_{i}"), &format!("value-{i}-{round}"))],
+                    None,
+                );
+                last.as_ref().map_err(Clone::clone)?;
+            }
+            last
+        })?;
+        for outcome in outcomes {
+            outcome.map_err(|e| e.message.to_string())?;
+        }
+        toggles.join().map_err(|_| "toggles panicked")??;
+        let loaded = config.load()?;
+        assert_eq!(loaded.sealed.len(), threads, "every key stored, encrypted");
+        assert_eq!(loaded.plugin_enabled.len(), 3);
+        assert!(env.audit_writes() > 0);
+        Ok(())
+    }
+
     #[test]
     fn concurrent_updates_all_land_with_distinct_versions() -> Result<(), Box<dyn std::error::Error>>
     {
