@@ -210,8 +210,6 @@ pub(crate) fn writes(ctx: &Ctx) -> Result<Vec<Row>> {
     ])
 }
 
-/// `clients` connections PUTting one key each (of `keys`) to `addr` for a
-/// round.
 /// The value client `conn` writes in its PUT number `seq` (the seed is
 /// number 0).
 fn bench_value(conn: usize, seq: u64) -> String {
@@ -224,10 +222,7 @@ fn seed(host: &demo_host::Host, keys: &[String]) -> Result<()> {
     let changes: Vec<host_api::EnvChange> = keys
         .iter()
         .enumerate()
-        .map(|(conn, key)| host_api::EnvChange {
-            key: key.as_str().into(),
-            value: abi_stable::std_types::RSome(bench_value(conn, 0).as_str().into()),
-        })
+        .map(|(conn, key)| host_api::EnvChange::set(key.as_str(), bench_value(conn, 0)))
         .collect();
     host.env
         .update_blocking(&changes, None)
@@ -235,6 +230,8 @@ fn seed(host: &demo_host::Host, keys: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `clients` connections PUTting one key each (of `keys`) to `addr` for a
+/// round.
 fn put_load(
     ctx: &Ctx,
     addr: std::net::SocketAddr,

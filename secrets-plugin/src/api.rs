@@ -329,6 +329,16 @@ impl SecretsApi {
                 return refused(self.services.as_ref(), req, &body.0, reasons, response).await;
             }
         };
+        // An `If-Match` naming a state that is gone: refused, and audited.
+        let refuse_stale = || {
+            refused(
+                self.services.as_ref(),
+                req,
+                &body.0,
+                stale_reason(),
+                stale_response(),
+            )
+        };
         // After validation: a malformed body is a 400 whatever `If-Match` says.
         let expected = match self
             .etags
@@ -337,14 +347,7 @@ impl SecretsApi {
             Precondition::Any => RNone,
             Precondition::EnvVersion(v) => RSome(v),
             Precondition::Stale => {
-                return refused(
-                    self.services.as_ref(),
-                    req,
-                    &body.0,
-                    stale_reason(),
-                    stale_response(),
-                )
-                .await;
+                return refuse_stale().await;
             }
         };
         // `{"secrets": {}}`: a no-op (SPEC §8). Nothing goes to the host, so
@@ -354,14 +357,7 @@ impl SecretsApi {
             if let RSome(v) = expected
                 && v != env.version
             {
-                return refused(
-                    self.services.as_ref(),
-                    req,
-                    &body.0,
-                    stale_reason(),
-                    stale_response(),
-                )
-                .await;
+                return refuse_stale().await;
             }
             return PutResponse::Ok(
                 Json(summarise(&changes, &index)),

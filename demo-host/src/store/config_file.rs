@@ -746,10 +746,15 @@ impl ConfigStore {
 
     /// A `Shape` error about this store's file.
     fn shape(&self, message: String) -> ConfigError {
-        ConfigError::Shape {
-            path: self.path.clone(),
-            message,
-        }
+        shape_error(&self.path, message)
+    }
+}
+
+/// A `Shape` error about the config file at `path`.
+fn shape_error(path: &Path, message: String) -> ConfigError {
+    ConfigError::Shape {
+        path: path.to_path_buf(),
+        message,
     }
 }
 
@@ -760,13 +765,13 @@ impl ConfigStore {
 fn check_written(path: &Path, text: &str) -> Result<ConfigSnapshot, ConfigError> {
     let written = toml_edit::Document::parse(text).map_err(|err| {
         let (line, column) = error_position(text, err.span().map(|s| s.start));
-        ConfigError::Shape {
-            path: path.to_path_buf(),
-            message: format!(
+        shape_error(
+            path,
+            format!(
                 "the edit would produce invalid TOML at line {line}, column {column}: {}",
                 err.message()
             ),
-        }
+        )
     })?;
     extract(path, written.as_table())
 }
@@ -774,10 +779,7 @@ fn check_written(path: &Path, text: &str) -> Result<ConfigSnapshot, ConfigError>
 /// Checks the shape of `doc` and extracts what the host uses. Unknown
 /// tables and keys are ignored (they belong to other tools or versions).
 fn extract(path: &Path, doc: &Table) -> Result<ConfigSnapshot, ConfigError> {
-    let shape = |message: String| ConfigError::Shape {
-        path: path.to_path_buf(),
-        message,
-    };
+    let shape = |message: String| shape_error(path, message);
     let mut snapshot = ConfigSnapshot::default();
 
     if let Some(env) = doc.get("env") {
